@@ -1,0 +1,155 @@
+"""Architecture configurations.
+
+Every number here is the paper's (seed ``001``, sections 4.1-4.3 and 5, and
+``shared/spec/NOTES.md``) unless a comment says otherwise. Variants are small functions
+returning a :class:`ModelConfig`, in the style of timm's ``convnext.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "EncoderConfig",
+    "ExpanderConfig",
+    "FlowHeadConfig",
+    "ModelConfig",
+    "MODEL_VARIANTS",
+    "model_config",
+]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """ConvNeXt encoder with the 2-conv stem and a 6-level pyramid."""
+
+    depths: tuple[int, ...] = (3, 3, 9, 3)  # ConvNeXt-T block counts (seed §4.1, §5)
+    dims: tuple[int, ...] = (96, 192, 384, 768)  # ConvNeXt-T stage widths (seed §4.1, §5)
+    stem_dims: tuple[int, int] = (48, 48)  # 4x4/s2 then 3x3/s2 stem, 3->48->48 (seed §4.1, §5)
+    drop_path_rate: float = 0.1  # stochastic depth (seed §4.1, §5)
+    # Original ConvNeXt code: a value <= 0 disables layer scale (NOTES "Model details").
+    layer_scale_init_value: float = 0.0
+
+    @property
+    def pyramid_channels(self) -> tuple[int, ...]:
+        return (*self.stem_dims, *self.dims)
+
+    @property
+    def pyramid_strides(self) -> tuple[int, ...]:
+        return (2, 4, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class FlowHeadConfig:
+    """PWC-style coarse-to-fine flow estimator (seed §4.2, NOTES "Coarse-to-fine estimator")."""
+
+    channel_factor: float = 2.0  # C (seed §5: C = 2, ~8M params; Table 3 ablates C = 1)
+    use_layernorm: bool = True  # LayerNorm after every conv but the last (seed §4.2, Table 3)
+    max_displacement: int = 4  # 9x9 = 81-channel local cost volume (NOTES)
+    flow_clip: float = 128.0  # clip each level's flow to [-128, 128] px (seed §4.2, §5)
+    reduced_channels: int = 32  # per-level 1x1 reduction to 32*C channels (PWC-Lite, NOTES)
+    decoder_widths: tuple[int, ...] = (128, 128, 96, 64, 32)  # times C (PWC-Lite, NOTES)
+    context_network: bool = True  # dilated-conv refinement after each level (PWC-Lite)
+    context_widths: tuple[int, ...] = (128, 128, 128, 96, 64, 32)  # times C (PWC-Lite)
+    context_dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1)  # (PWC-Lite)
+    normalize_features: bool = True  # centre + scale before correlating (UFlow; NOTES)
+    # Speed knob, not in the paper: index (fine-to-coarse) of the finest pyramid level the head
+    # runs at. 0 = stride 2 (the paper); 1 = stride 4 as in PWC-Net, ~4x cheaper.
+    finest_level: int = 0
+    leaky_relu_slope: float = 0.1  # (PWC-Net / PWC-Lite)
+
+    def width(self, base: int) -> int:
+        """Return ``base`` scaled by the channel factor, at least 2."""
+        return max(2, int(round(base * self.channel_factor)))
+
+
+@dataclass(frozen=True)
+class ExpanderConfig:
+    """VICReg expander: Linear-BN-ReLU, Linear-BN-ReLU, Linear (seed §4.3)."""
+
+    dims: tuple[int, ...] = (768, 8192, 8192, 8192)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Full MC-JEPA architecture: encoder, flow head and expander."""
+
+    name: str = "mcjepa_convnext_t"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    flow_head: FlowHeadConfig = field(default_factory=FlowHeadConfig)
+    expander: ExpanderConfig = field(default_factory=ExpanderConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        sections = {"encoder": EncoderConfig, "flow_head": FlowHeadConfig, "expander": ExpanderConfig}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; expected {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in sections:
+                kwargs[key] = _section_from_dict(sections[key], value, key)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _section_from_dict(section_cls: type, value: dict[str, Any], prefix: str) -> Any:
+    names = {f.name: f for f in fields(section_cls)}
+    unknown = set(value) - set(names)
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(f'{prefix}.{k}' for k in unknown)}; expected {sorted(names)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    return section_cls(**kwargs)
+
+
+def convnext_t() -> ModelConfig:
+    """The paper's model: ConvNeXt-T encoder, C=2 flow head with LayerNorm, 8192-d expander."""
+    return ModelConfig(name="mcjepa_convnext_t")
+
+
+def convnext_t_c1() -> ModelConfig:
+    """Table 3's smaller flow head (C=1, ~2M parameters) on the ConvNeXt-T encoder."""
+    return ModelConfig(name="mcjepa_convnext_t_c1", flow_head=FlowHeadConfig(channel_factor=1.0))
+
+
+def micro() -> ModelConfig:
+    """A tiny-width variant (same topology, ~1/12 the widths) for tests and CPU demos.
+
+    Not a paper model: it exists so that training and end-to-end tests run in seconds.
+    """
+    return ModelConfig(
+        name="mcjepa_micro",
+        encoder=EncoderConfig(depths=(1, 1, 2, 1), dims=(16, 24, 32, 48), stem_dims=(12, 12), drop_path_rate=0.0),
+        flow_head=FlowHeadConfig(channel_factor=0.25),
+        expander=ExpanderConfig(dims=(48, 256, 256, 256)),
+    )
+
+
+MODEL_VARIANTS = {
+    "convnext_t": convnext_t,
+    "convnext_t_c1": convnext_t_c1,
+    "micro": micro,
+}
+
+
+def model_config(name: str = "convnext_t", **overrides: Any) -> ModelConfig:
+    """Return the named variant's :class:`ModelConfig`.
+
+    ``overrides`` replace whole sections (``encoder=EncoderConfig(...)``) or the name.
+    """
+    if name not in MODEL_VARIANTS:
+        raise ValueError(f"unknown model variant {name!r}; choose one of {sorted(MODEL_VARIANTS)}")
+    cfg = MODEL_VARIANTS[name]()
+    if overrides:
+        from dataclasses import replace
+
+        cfg = replace(cfg, **overrides)
+    return cfg

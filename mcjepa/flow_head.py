@@ -1,0 +1,190 @@
+"""PWC-style coarse-to-fine flow estimator with LayerNorm (seed §4.2, NOTES).
+
+At every pyramid level, coarse to fine: upsample the previous flow, backward-warp the second
+frame's features with it, build a local 81-channel cost volume against the first frame's
+features, and let one decoder shared by all levels predict a residual flow from
+``[cost volume, 1x1-reduced first-frame features, upsampled flow]``. An optional dilated
+context network refines each level's flow (as in ARFlow's PWC-Lite). Every level's flow is
+clipped to ``[-flow_clip, flow_clip]`` pixels of that level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.layers import LayerNorm2d
+from torch import Tensor, nn
+
+from .config import FlowHeadConfig
+from .ops import backward_warp, local_correlation, normalize_feature_pair, upsample_flow
+
+__all__ = ["FlowHead", "FlowHeadOutput"]
+
+
+@dataclass
+class FlowHeadOutput:
+    """What :class:`FlowHead` returns.
+
+    Attributes:
+        levels: pyramid indices (0 = finest, stride 2) at which a flow was estimated, fine to
+            coarse.
+        level_flows: the flow at each of ``levels``, ``(B, 2, H_i, W_i)`` in pixels of that
+            level, same order.
+        flow: the finest level's flow upsampled to the input resolution, ``(B, 2, H, W)`` in
+            pixels of the input image.
+    """
+
+    levels: tuple[int, ...]
+    level_flows: list[Tensor]
+    flow: Tensor
+
+
+def _conv_block(cin: int, cout: int, use_layernorm: bool, slope: float, dilation: int = 1) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)]
+    if use_layernorm:
+        layers.append(LayerNorm2d(cout))
+    layers.append(nn.LeakyReLU(slope, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class DenseDecoder(nn.Module):
+    """Densely connected decoder: each conv sees the input and every earlier conv's output.
+
+    Returns ``(features, residual_flow)``; ``features`` (all concatenated activations) feed the
+    context network.
+    """
+
+    def __init__(self, in_channels: int, widths: list[int], use_layernorm: bool, slope: float) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList()
+        ch = in_channels
+        for w in widths:
+            self.convs.append(_conv_block(ch, w, use_layernorm, slope))
+            ch += w
+        self.out_channels = ch
+        self.predict_flow = nn.Conv2d(ch, 2, 3, padding=1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        for conv in self.convs:
+            x = torch.cat((conv(x), x), dim=1)
+        return x, self.predict_flow(x)
+
+
+class ContextNetwork(nn.Module):
+    """Dilated convolutions that predict a flow refinement from decoder features and flow."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        widths: list[int],
+        dilations: tuple[int, ...],
+        use_layernorm: bool,
+        slope: float,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = in_channels
+        for w, d in zip(widths, dilations):
+            layers.append(_conv_block(ch, w, use_layernorm, slope, dilation=d))
+            ch = w
+        layers.append(nn.Conv2d(ch, 2, 3, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class FlowHead(nn.Module):
+    """Coarse-to-fine flow estimator over a feature pyramid.
+
+    Args:
+        config: the flow head's :class:`FlowHeadConfig`.
+        pyramid_channels: channels of each pyramid level, fine to coarse (the encoder's
+            ``feature_info`` ``num_chs``).
+    """
+
+    def __init__(self, config: FlowHeadConfig | None, pyramid_channels: tuple[int, ...]) -> None:
+        super().__init__()
+        cfg = config or FlowHeadConfig()
+        if not 0 <= cfg.finest_level < len(pyramid_channels):
+            raise ValueError(f"finest_level must be in [0, {len(pyramid_channels) - 1}], got {cfg.finest_level}")
+        if len(cfg.context_widths) != len(cfg.context_dilations):
+            raise ValueError("context_widths and context_dilations must have the same length")
+        self.config = cfg
+        self.pyramid_channels = tuple(pyramid_channels)
+        reduced = cfg.width(cfg.reduced_channels)
+        # one 1x1 reduction per pyramid level so that a single decoder serves every level
+        self.reducers = nn.ModuleList(nn.Conv2d(c, reduced, 1) for c in self.pyramid_channels)
+        cost_channels = (2 * cfg.max_displacement + 1) ** 2
+        self.decoder = DenseDecoder(
+            cost_channels + reduced + 2,
+            [cfg.width(w) for w in cfg.decoder_widths],
+            cfg.use_layernorm,
+            cfg.leaky_relu_slope,
+        )
+        self.context = (
+            ContextNetwork(
+                self.decoder.out_channels + 2,
+                [cfg.width(w) for w in cfg.context_widths],
+                cfg.context_dilations,
+                cfg.use_layernorm,
+                cfg.leaky_relu_slope,
+            )
+            if cfg.context_network
+            else None
+        )
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """Pyramid indices the head estimates a flow at, fine to coarse."""
+        return tuple(range(self.config.finest_level, len(self.pyramid_channels)))
+
+    def _check(self, feats_src: list[Tensor], feats_tgt: list[Tensor]) -> None:
+        n = len(self.pyramid_channels)
+        if len(feats_src) != n or len(feats_tgt) != n:
+            raise ValueError(f"expected two pyramids of {n} levels, got {len(feats_src)} and {len(feats_tgt)}")
+        for i, (a, b, c) in enumerate(zip(feats_src, feats_tgt, self.pyramid_channels)):
+            if a.shape != b.shape or a.shape[1] != c:
+                raise ValueError(
+                    f"pyramid level {i}: expected two (B, {c}, H, W) maps of equal shape, "
+                    f"got {tuple(a.shape)} and {tuple(b.shape)}"
+                )
+
+    def forward(self, feats_src: list[Tensor], feats_tgt: list[Tensor], image_size: tuple[int, int]) -> FlowHeadOutput:
+        """Estimate the flow from the source frame to the target frame.
+
+        Args:
+            feats_src: source-frame (frame t) pyramid, fine to coarse.
+            feats_tgt: target-frame (frame t+1) pyramid, fine to coarse.
+            image_size: ``(H, W)`` of the input images, for the full-resolution flow.
+
+        Returns:
+            A :class:`FlowHeadOutput`; flows in pixels, u then v.
+        """
+        self._check(feats_src, feats_tgt)
+        cfg = self.config
+        flow: Tensor | None = None
+        per_level: list[Tensor] = []
+        for i in reversed(self.levels):  # coarse to fine
+            src, tgt = feats_src[i], feats_tgt[i]
+            b, _, h, w = src.shape
+            if flow is None:
+                flow_up = src.new_zeros(b, 2, h, w)
+                tgt_warped = tgt
+            else:
+                flow_up = upsample_flow(flow, (h, w))
+                tgt_warped = backward_warp(tgt, flow_up)
+            a, t = normalize_feature_pair(src, tgt_warped) if cfg.normalize_features else (src, tgt_warped)
+            cost = F.leaky_relu(local_correlation(a, t, cfg.max_displacement), cfg.leaky_relu_slope)
+            x = torch.cat((cost, self.reducers[i](src), flow_up), dim=1)
+            feat, residual = self.decoder(x)
+            flow = flow_up + residual
+            if self.context is not None:
+                flow = flow + self.context(torch.cat((feat, flow), dim=1))
+            flow = flow.clamp(-cfg.flow_clip, cfg.flow_clip)
+            per_level.append(flow)
+        assert flow is not None
+        full = upsample_flow(flow, tuple(image_size))
+        return FlowHeadOutput(levels=self.levels, level_flows=per_level[::-1], flow=full)

@@ -1,0 +1,145 @@
+"""Backward warping, feature normalisation and the local correlation (cost) volume.
+
+Conventions (see ``docs``/README "Conventions"):
+
+* Flow is ``(B, 2, H, W)`` in pixels; channel 0 is horizontal (u, +x right), channel 1 is
+  vertical (v, +y down), defined on the *source* frame's grid.
+* :func:`backward_warp` samples ``x`` at ``p + flow(p)``: with ``flow`` the flow from frame t to
+  frame t+1, ``backward_warp(X_{t+1}, flow)`` is frame t+1 brought back onto frame t's grid, and
+  should match ``X_t`` wherever the pixel is visible in both frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "backward_warp",
+    "flow_validity_mask",
+    "local_correlation",
+    "local_correlation_reference",
+    "normalize_feature_pair",
+    "upsample_flow",
+]
+
+
+def _check_flow_pair(x: Tensor, flow: Tensor) -> None:
+    if x.dim() != 4 or flow.dim() != 4 or flow.shape[1] != 2:
+        raise ValueError(
+            f"expected x of shape (B, C, H, W) and flow of shape (B, 2, H, W), "
+            f"got {tuple(x.shape)} and {tuple(flow.shape)}"
+        )
+    if x.shape[0] != flow.shape[0] or x.shape[-2:] != flow.shape[-2:]:
+        raise ValueError(f"x {tuple(x.shape)} and flow {tuple(flow.shape)} must share batch size and H, W")
+
+
+def _sampling_grid(flow: Tensor) -> tuple[Tensor, Tensor]:
+    """Return absolute sample positions ``(x + u, y + v)`` in pixels, each ``(B, H, W)``."""
+    _, _, h, w = flow.shape
+    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
+    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
+    return xs + flow[:, 0], ys + flow[:, 1]
+
+
+def flow_validity_mask(flow: Tensor) -> Tensor:
+    """Return a ``(B, 1, H, W)`` float mask: 1 where ``p + flow(p)`` lies inside the image."""
+    _, _, h, w = flow.shape
+    sx, sy = _sampling_grid(flow)
+    inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
+    return inside.unsqueeze(1).to(flow.dtype)
+
+
+def backward_warp(x: Tensor, flow: Tensor, return_mask: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """Bilinearly sample ``x`` at ``p + flow(p)`` for every pixel ``p``.
+
+    Uses ``grid_sample`` with ``align_corners=True`` and coordinates normalised by ``W - 1`` and
+    ``H - 1``, so an integer flow moves content by exactly that many pixels. Samples outside the
+    image read zeros.
+
+    Args:
+        x: ``(B, C, H, W)`` tensor to sample from.
+        flow: ``(B, 2, H, W)`` displacement in pixels (u, v).
+        return_mask: also return the ``(B, 1, H, W)`` validity mask (1 = sample inside the image).
+
+    Returns:
+        The warped ``(B, C, H, W)`` tensor, and the mask when ``return_mask`` is true.
+    """
+    _check_flow_pair(x, flow)
+    _, _, h, w = flow.shape
+    sx, sy = _sampling_grid(flow.to(torch.float32) if flow.dtype == torch.float16 else flow)
+    gx = 2.0 * sx / max(w - 1, 1) - 1.0
+    gy = 2.0 * sy / max(h - 1, 1) - 1.0
+    grid = torch.stack((gx, gy), dim=-1).to(x.dtype)
+    warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    if return_mask:
+        return warped, flow_validity_mask(flow)
+    return warped
+
+
+def upsample_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinearly resize a flow field to ``size = (H, W)`` and rescale u by the width ratio and
+    v by the height ratio, so the result is in pixels of the new grid."""
+    h, w = flow.shape[-2:]
+    if (h, w) == tuple(size):
+        return flow
+    up = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
+    scale = torch.tensor([size[1] / w, size[0] / h], device=flow.device, dtype=flow.dtype)
+    return up * scale.view(1, 2, 1, 1)
+
+
+def normalize_feature_pair(a: Tensor, b: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """Centre and scale two feature maps with statistics shared across both maps and all
+    channels and positions, one mean and one standard deviation per batch element (UFlow's
+    ``normalize_features``). Keeps correlation values O(1) whatever the feature magnitude."""
+    both = torch.stack((a, b), dim=1)  # (B, 2, C, H, W)
+    dims = (1, 2, 3, 4)
+    mean = both.mean(dim=dims, keepdim=True)
+    var = both.var(dim=dims, keepdim=True, unbiased=False)
+    both = (both - mean) * torch.rsqrt(var + eps)
+    return both[:, 0], both[:, 1]
+
+
+def local_correlation(source: Tensor, target: Tensor, max_displacement: int = 4) -> Tensor:
+    """Local cost volume between two feature maps.
+
+    ``out[:, k, y, x] = mean_c source[:, c, y, x] * target[:, c, y + dy, x + dx]`` for every
+    displacement ``(dy, dx)`` in ``[-d, d]^2`` (``d = max_displacement``), ordered row-major with
+    ``dy`` outer and ``dx`` inner; target positions outside the image count as zero.
+
+    Returns:
+        ``(B, (2d + 1)^2, H, W)``: 81 channels for ``d = 4``.
+    """
+    if source.shape != target.shape or source.dim() != 4:
+        raise ValueError(
+            f"source and target must be (B, C, H, W) of the same shape, "
+            f"got {tuple(source.shape)} and {tuple(target.shape)}"
+        )
+    d = int(max_displacement)
+    _, c, h, w = source.shape
+    padded = F.pad(target, (d, d, d, d))
+    costs = []
+    for dy in range(2 * d + 1):
+        for dx in range(2 * d + 1):
+            shifted = padded[:, :, dy : dy + h, dx : dx + w]
+            costs.append((source * shifted).sum(dim=1))
+    return torch.stack(costs, dim=1) / c
+
+
+def local_correlation_reference(source: Tensor, target: Tensor, max_displacement: int = 4) -> Tensor:
+    """Slow per-pixel, per-displacement loop implementation of :func:`local_correlation`,
+    kept as the numerical reference for tests and benchmarks. Returns the same layout."""
+    d = int(max_displacement)
+    b, c, h, w = source.shape
+    out = source.new_zeros(b, (2 * d + 1) ** 2, h, w)
+    k = 0
+    for dy in range(-d, d + 1):
+        for dx in range(-d, d + 1):
+            for y in range(h):
+                for x in range(w):
+                    ty, tx = y + dy, x + dx
+                    if 0 <= ty < h and 0 <= tx < w:
+                        out[:, k, y, x] = (source[:, :, y, x] * target[:, :, ty, tx]).sum(1) / c
+            k += 1
+    return out

@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from mcjepa.ops import (
+    backward_warp,
+    flow_validity_mask,
+    local_correlation,
+    local_correlation_reference,
+    normalize_feature_pair,
+    upsample_flow,
+)
+
+
+@pytest.mark.parametrize("dx,dy", [(3, 0), (0, -2), (2, 5), (-4, -1)])
+def test_backward_warp_recovers_integer_shift_exactly(dx, dy):
+    # frame2 is frame1 moved by (dx, dy): frame2(x + dx, y + dy) = frame1(x, y)
+    h, w = 23, 31
+    frame1 = torch.rand(2, 3, h, w)
+    frame2 = torch.zeros_like(frame1)
+    ys, xs = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
+    ys1, xs1 = slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0))
+    frame2[:, :, ys, xs] = frame1[:, :, ys1, xs1]
+    flow = torch.zeros(2, 2, h, w)
+    flow[:, 0], flow[:, 1] = dx, dy
+    warped, mask = backward_warp(frame2, flow, return_mask=True)
+    valid = mask.bool().expand_as(warped)
+    assert valid.sum() == 2 * 3 * (h - abs(dy)) * (w - abs(dx))
+    # exact up to float32 rounding of the normalised sampling coordinates
+    torch.testing.assert_close(warped[valid], frame1[valid], rtol=0, atol=1e-5)
+    # outside samples read zero
+    assert torch.all(warped[~valid] == 0)
+
+
+def test_backward_warp_subpixel_is_bilinear():
+    x = torch.arange(10.0).view(1, 1, 1, 10).expand(1, 1, 4, 10).contiguous()
+    flow = torch.zeros(1, 2, 4, 10)
+    flow[:, 0] = 0.25
+    out = backward_warp(x, flow)
+    torch.testing.assert_close(out[0, 0, :, :9], x[0, 0, :, :9] + 0.25)
+
+
+def test_validity_mask_marks_out_of_image_samples():
+    flow = torch.zeros(1, 2, 5, 6)
+    flow[:, 0] = 2.0
+    mask = flow_validity_mask(flow)
+    assert mask[0, 0, :, :4].eq(1).all() and mask[0, 0, :, 4:].eq(0).all()
+
+
+def test_backward_warp_gradients_flow_to_image_and_flow():
+    x = torch.rand(1, 2, 8, 9, requires_grad=True)
+    flow = (torch.rand(1, 2, 8, 9) * 2 - 1).requires_grad_()
+    backward_warp(x, flow).square().sum().backward()
+    assert x.grad.abs().sum() > 0 and flow.grad.abs().sum() > 0
+
+
+def test_backward_warp_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
+        backward_warp(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="share batch size"):
+        backward_warp(torch.rand(1, 3, 8, 8), torch.rand(1, 2, 8, 9))
+
+
+@pytest.mark.parametrize("d", [1, 2, 4])
+def test_local_correlation_matches_direct_reference(d):
+    a, b = torch.randn(2, 5, 7, 9), torch.randn(2, 5, 7, 9)
+    fast = local_correlation(a, b, d)
+    assert fast.shape == (2, (2 * d + 1) ** 2, 7, 9)
+    torch.testing.assert_close(fast, local_correlation_reference(a, b, d), rtol=1e-5, atol=1e-6)
+
+
+def test_local_correlation_peaks_at_true_displacement():
+    d = 4
+    a = torch.randn(1, 128, 20, 20)
+    b = torch.roll(a, shifts=(2, -3), dims=(2, 3))  # b(y + 2, x - 3) = a(y, x)
+    corr = local_correlation(a, b, d)
+    best = corr[0, :, 8:12, 8:12].argmax(dim=0)
+    expected = (2 + d) * (2 * d + 1) + (-3 + d)  # dy outer, dx inner
+    assert torch.all(best == expected)
+
+
+def test_local_correlation_gradients():
+    a = torch.randn(1, 4, 6, 6, requires_grad=True)
+    b = torch.randn(1, 4, 6, 6, requires_grad=True)
+    local_correlation(a, b, 2).sum().backward()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+
+
+def test_normalize_feature_pair_shares_statistics():
+    a, b = torch.randn(3, 8, 5, 5) * 50 + 7, torch.randn(3, 8, 5, 5) * 50 + 7
+    na, nb = normalize_feature_pair(a, b)
+    both = torch.stack((na, nb), 1)
+    torch.testing.assert_close(both.mean(dim=(1, 2, 3, 4)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(both.std(dim=(1, 2, 3, 4), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
+    # one shared affine map: differences are preserved up to a common scale
+    scale = (na - nb).norm() / (a - b).norm()
+    assert scale > 0
+
+
+def test_upsample_flow_scales_values_per_axis():
+    flow = torch.ones(1, 2, 4, 5)
+    flow[:, 1] = 2.0
+    up = upsample_flow(flow, (8, 15))
+    torch.testing.assert_close(up[:, 0], torch.full((1, 8, 15), 3.0))
+    torch.testing.assert_close(up[:, 1], torch.full((1, 8, 15), 4.0))
+    assert upsample_flow(flow, (4, 5)) is flow
