@@ -53,11 +53,23 @@ class FlowHeadConfig:
     context_network: bool = True  # dilated-conv refinement after each level (PWC-Lite)
     context_widths: tuple[int, ...] = (128, 128, 128, 96, 64, 32)  # times C (PWC-Lite)
     context_dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1)  # (PWC-Lite)
-    normalize_features: bool = True  # centre + scale before correlating (UFlow; NOTES)
+    # Feature normalisation before correlating: "standardize" centres and scales each pair by
+    # shared statistics (UFlow; NOTES), "l2" L2-normalises every position (Table 3's
+    # "LayerNorm + L2-Norm" ablation, which the paper found harmful), "none" correlates raw.
+    feature_normalization: str = "standardize"
     # Speed knob, not in the paper: index (fine-to-coarse) of the finest pyramid level the head
     # runs at. 0 = stride 2 (the paper); 1 = stride 4 as in PWC-Net, ~4x cheaper.
     finest_level: int = 0
     leaky_relu_slope: float = 0.1  # (PWC-Net / PWC-Lite)
+
+    def __post_init__(self) -> None:
+        if self.feature_normalization not in ("standardize", "l2", "none"):
+            raise ValueError(
+                f"flow_head.feature_normalization must be 'standardize', 'l2' or 'none', "
+                f"got {self.feature_normalization!r}"
+            )
+        if self.channel_factor <= 0:
+            raise ValueError(f"flow_head.channel_factor must be > 0, got {self.channel_factor}")
 
     def width(self, base: int) -> int:
         """Return ``base`` scaled by the channel factor, at least 2."""

@@ -135,6 +135,20 @@ class FlowHead(nn.Module):
             if cfg.context_network
             else None
         )
+        # The final flow convs start at zero, so an untrained head predicts zero flow instead of
+        # residuals that compound over six levels (tens of pixels of noise at full resolution).
+        final_convs = [self.decoder.predict_flow] + ([self.context.layers[-1]] if self.context is not None else [])
+        for conv in final_convs:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def _normalize(self, src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor]:
+        mode = self.config.feature_normalization
+        if mode == "standardize":
+            return normalize_feature_pair(src, tgt)
+        if mode == "l2":
+            return F.normalize(src, dim=1), F.normalize(tgt, dim=1)
+        return src, tgt
 
     @property
     def levels(self) -> tuple[int, ...]:
@@ -176,7 +190,7 @@ class FlowHead(nn.Module):
             else:
                 flow_up = upsample_flow(flow, (h, w))
                 tgt_warped = backward_warp(tgt, flow_up)
-            a, t = normalize_feature_pair(src, tgt_warped) if cfg.normalize_features else (src, tgt_warped)
+            a, t = self._normalize(src, tgt_warped)
             cost = F.leaky_relu(local_correlation(a, t, cfg.max_displacement), cfg.leaky_relu_slope)
             x = torch.cat((cost, self.reducers[i](src), flow_up), dim=1)
             feat, residual = self.decoder(x)

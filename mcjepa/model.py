@@ -74,17 +74,22 @@ class MCJEPA(nn.Module):
             raise RuntimeError("this model was built without a flow head (flow_head=False)")
         return self.flow_head
 
-    def flow_both_ways(self, image1: Tensor, image2: Tensor) -> BidirectionalFlow:
-        """Encode each frame once and estimate forward and backward flow in one batched call."""
+    def flow_both_ways(self, image1: Tensor, image2: Tensor, detach_features: bool = False) -> BidirectionalFlow:
+        """Encode each frame once and estimate forward and backward flow in one batched call.
+
+        With ``detach_features`` the flow head sees the features without gradient to the encoder
+        (the returned pyramids keep theirs).
+        """
         head = self._require_flow_head()
         _check_same_shape(image1, image2)
         b = image1.shape[0]
         feats = self.encoder(torch.cat((image1, image2), dim=0))
         f1 = [f[:b] for f in feats]
         f2 = [f[b:] for f in feats]
-        src = [torch.cat((x, y), dim=0) for x, y in zip(f1, f2)]
-        tgt = [torch.cat((y, x), dim=0) for x, y in zip(f1, f2)]
-        out = head(src, tgt, tuple(image1.shape[-2:]))
+        head_feats = [f.detach() for f in feats] if detach_features else feats
+        # sources are [frame 1; frame 2], targets the same batch swapped: one call, both directions
+        tgt = [torch.cat((f[b:], f[:b]), dim=0) for f in head_feats]
+        out = head(head_feats, tgt, tuple(image1.shape[-2:]))
         fwd = FlowHeadOutput(out.levels, [f[:b] for f in out.level_flows], out.flow[:b])
         bwd = FlowHeadOutput(out.levels, [f[b:] for f in out.level_flows], out.flow[b:])
         return BidirectionalFlow(forward=fwd, backward=bwd, feats1=f1, feats2=f2)

@@ -1,0 +1,343 @@
+"""Optical flow in a notebook: ``from mcjepa import flow``.
+
+    >>> from mcjepa import flow
+    >>> model = flow.load(weights="path/to/release")   # or flow.load() for an untrained model
+    >>> f = flow.estimate(img1, img2, model=model)      # float32 (2, H, W), pixels (u, v)
+    >>> rgb = flow.to_image(f)                           # uint8 (3, H, W), Middlebury colour wheel
+
+Images may be uint8 or float [0, 1] tensors, channels first, ``(3, H, W)`` or batched
+``(B, 3, H, W)``; numpy arrays, channels last, ``(H, W, 3)`` or ``(B, H, W, 3)``, uint8 or float
+[0, 1]; PIL images (converted to RGB); or a list of any of these as a batch. Any size of at least
+:data:`MIN_SIZE` pixels works: frames are padded (replicate) to a multiple of
+:data:`PAD_MULTIPLE` and the flow is cropped back.
+
+Flow convention: channel 0 = u (+x right), channel 1 = v (+y down), forward flow from frame 1 to
+frame 2 on frame 1's grid, so ``warp(image2, flow) ~ image1`` where the pixel is visible
+(torchvision's RAFT convention).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.utils import flow_to_image
+
+from .encoder import MIN_INPUT_SIZE, imagenet_normalize
+from .flow_io import read_flo, read_kitti_flow, write_flo, write_kitti_flow
+from .model import MCJEPA, build_model
+from .ops import backward_warp
+
+__all__ = [
+    "MIN_SIZE",
+    "PAD_MULTIPLE",
+    "estimate",
+    "load",
+    "occlusion_mask",
+    "read_flo",
+    "read_kitti_flow",
+    "to_image",
+    "warp",
+    "write_flo",
+    "write_kitti_flow",
+]
+
+MIN_SIZE = MIN_INPUT_SIZE  # smallest accepted height and width, pixels
+PAD_MULTIPLE = 32  # the network stride: frames are padded to a multiple of it
+
+ImageLike = Tensor | np.ndarray | Image.Image | Sequence
+_UNTRAINED = (
+    "the model is untrained (random weights): its flow is meaningless. "
+    "Load trained weights with flow.load(weights='path/to/release') (train them with `mcjepa-train`)."
+)
+_default: MCJEPA | None = None
+
+
+def load(
+    weights: str | os.PathLike | None = None,
+    *,
+    pretrained: bool = False,
+    variant: str = "convnext_t",
+    device: str | torch.device | None = None,
+) -> MCJEPA:
+    """Return an encoder + flow head :class:`~mcjepa.model.MCJEPA` in eval mode on ``device``
+    (default CPU).
+
+    ``weights`` and ``pretrained`` follow the hub's rules (:func:`mcjepa.weights.load_model`:
+    a manifest key, a local release folder or ``.safetensors`` file, ``hf://org/repo[@rev]`` or
+    an https URL). With neither, the model is randomly initialised and a ``UserWarning`` says so.
+    """
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    if weights is None and not pretrained:
+        warnings.warn(f"flow.load(): {_UNTRAINED}", UserWarning, stacklevel=2)
+        return build_model(variant).to(target).eval()
+    from .weights import load_model  # lazy: pulls in huggingface_hub only when weights are asked for
+
+    model = load_model(
+        weights, pretrained=pretrained, variant=variant, components=("encoder", "flow_head"), map_location=target
+    )
+    return model.eval()
+
+
+def _default_model() -> MCJEPA:
+    """The model ``estimate`` uses when given none: an untrained ConvNeXt-T, built once."""
+    global _default
+    if _default is None:
+        _default = build_model("convnext_t").eval()
+    return _default
+
+
+# ---------------------------------------------------------------------------- input handling
+
+
+def _describe(x: object) -> str:
+    return f"{type(x).__module__}.{type(x).__name__}"
+
+
+def _single_to_tensor(image: object, name: str) -> Tensor:
+    """One unbatched image -> uint8 or float ``(3, H, W)`` tensor (not yet validated for range)."""
+    if isinstance(image, Image.Image):
+        return pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(
+                f"{name}: a numpy image must be channels-last (H, W, 3) (or (B, H, W, 3) for a batch), "
+                f"got shape {image.shape}"
+            )
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    if isinstance(image, Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(
+                f"{name}: an image tensor must be channels-first (3, H, W) (or (B, 3, H, W) for a batch), "
+                f"got shape {tuple(image.shape)}"
+            )
+        return image
+    raise TypeError(
+        f"{name}: expected a torch.Tensor, numpy.ndarray or PIL.Image.Image (or a list of them), got {_describe(image)}"
+    )
+
+
+def _to_batch(images: object, name: str) -> tuple[Tensor, bool]:
+    """Any accepted image form -> (uint8 or float ``(B, 3, H, W)`` tensor, was it batched)."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError(f"{name}: an empty list is not a batch of images")
+        items = [_single_to_tensor(im, f"{name}[{i}]") for i, im in enumerate(images)]
+        shapes = {tuple(t.shape) for t in items}
+        devices = {t.device for t in items}
+        if len(shapes) > 1:
+            raise ValueError(f"{name}: all images of a batch must have the same size, got {sorted(shapes)}")
+        dtypes = {t.dtype for t in items}
+        if len(dtypes) > 1 or len(devices) > 1:
+            raise ValueError(f"{name}: all images of a batch must share dtype and device, got {dtypes}, {devices}")
+        return torch.stack(items), True
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        if images.shape[-1] != 3:
+            raise ValueError(f"{name}: a numpy batch must be channels-last (B, H, W, 3), got shape {images.shape}")
+        return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), True
+    if isinstance(images, Tensor) and images.dim() == 4:
+        if images.shape[1] != 3:
+            raise ValueError(
+                f"{name}: an image batch must be channels-first (B, 3, H, W), got shape {tuple(images.shape)}"
+            )
+        return images, True
+    return _single_to_tensor(images, name).unsqueeze(0), False
+
+
+def _as_float01(x: Tensor, name: str) -> tuple[Tensor, bool]:
+    """uint8 or float [0, 1] ``(B, 3, H, W)`` -> float32 in [0, 1]; also returns ``is_uint8``."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32) / 255.0, True
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: images must be uint8 (0-255) or floating point in [0, 1], got dtype {x.dtype}")
+    x = x.to(torch.float32)
+    if x.numel() and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if x.numel():
+        lo, hi = x.min().item(), x.max().item()
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                "(pass uint8, or divide 0-255 values by 255)"
+            )
+    return x, False
+
+
+def _prepare(images: object, name: str) -> tuple[Tensor, bool, bool, torch.device]:
+    """Validate one input; returns float32 ``(B, 3, H, W)`` in [0, 1], batched, was-uint8, and
+    the device results go back to (the input tensor's, else CPU)."""
+    x, batched = _to_batch(images, name)
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: the batch is empty (B = 0)")
+    out_device = x.device
+    x, is_uint8 = _as_float01(x, name)
+    return x, batched, is_uint8, out_device
+
+
+def _check_pair(x1: Tensor, b1: bool, x2: Tensor, b2: bool) -> None:
+    if b1 != b2:
+        raise ValueError(
+            "image1 and image2 must both be single images or both be batches, got "
+            f"{'a batch' if b1 else 'a single image'} and {'a batch' if b2 else 'a single image'}"
+        )
+    if x1.shape[0] != x2.shape[0]:
+        raise ValueError(f"image1 and image2 must have the same batch size, got {x1.shape[0]} and {x2.shape[0]}")
+    if x1.shape[-2:] != x2.shape[-2:]:
+        raise ValueError(
+            f"image1 and image2 must have the same size, got {x1.shape[-2]}x{x1.shape[-1]} and "
+            f"{x2.shape[-2]}x{x2.shape[-1]} (H x W)"
+        )
+    h, w = x1.shape[-2:]
+    if min(h, w) < MIN_SIZE:
+        raise ValueError(f"images must be at least {MIN_SIZE}x{MIN_SIZE} pixels, got {h}x{w} (H x W)")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def estimate(
+    image1: ImageLike,
+    image2: ImageLike,
+    model: nn.Module | None = None,
+    *,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+) -> Tensor:
+    """Estimate the optical flow from ``image1`` to ``image2``.
+
+    Args:
+        image1, image2: the frames, in any form the module docstring lists; same size, at least
+            :data:`MIN_SIZE` x :data:`MIN_SIZE`; both single images or both batches of equal size.
+        model: from :func:`load`. ``None`` uses a cached *untrained* ConvNeXt-T (with a warning).
+        device: move the model there first (in place, like ``model.to``); by default the model
+            stays where it is and the inputs are moved to it.
+        bf16: run under ``torch.autocast("cuda", dtype=torch.bfloat16)``. Only on CUDA: on
+            another device this warns and runs in float32.
+
+    Returns:
+        float32 flow in pixels, ``(2, H, W)`` for a single pair or ``(B, 2, H, W)`` for a batch,
+        on the input tensors' device (CPU for numpy and PIL inputs).
+    """
+    x1, batched1, _, out_device = _prepare(image1, "image1")
+    x2, batched2, _, _ = _prepare(image2, "image2")
+    _check_pair(x1, batched1, x2, batched2)
+    if model is None:
+        warnings.warn(
+            f"flow.estimate() got no model, so it uses a randomly initialised ConvNeXt-T: {_UNTRAINED}",
+            UserWarning,
+            stacklevel=2,
+        )
+        model = _default_model()
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an MCJEPA from mcjepa.flow.load(), got {_describe(model)}")
+    if device is not None:
+        model.to(device)
+    target = _model_device(model)
+    use_bf16 = bool(bf16) and target.type == "cuda"
+    if bf16 and not use_bf16:
+        warnings.warn(
+            f"bf16=True needs a CUDA device; the model is on {target}, running in float32", UserWarning, stacklevel=2
+        )
+
+    b, (h, w) = x1.shape[0], x1.shape[-2:]
+    pad = (0, (-w) % PAD_MULTIPLE, 0, (-h) % PAD_MULTIPLE)  # right and bottom: flow values need no shift
+    frames = imagenet_normalize(torch.cat((x1, x2)).to(target))
+    if any(pad):
+        frames = F.pad(frames, pad, mode="replicate")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast:
+            flow = model(frames[:b], frames[b:])
+    finally:
+        model.train(was_training)
+    flow = flow[:, :, :h, :w].to(device=out_device, dtype=torch.float32)
+    return flow if batched1 else flow[0]
+
+
+def _as_flow_tensor(flow: Tensor | np.ndarray, name: str = "flow") -> tuple[Tensor, bool]:
+    """``(2, H, W)`` or ``(B, 2, H, W)`` float tensor/array -> float32 ``(B, 2, H, W)``, batched."""
+    if isinstance(flow, np.ndarray):
+        flow = torch.from_numpy(flow)
+    if not isinstance(flow, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {_describe(flow)}")
+    if flow.dim() not in (3, 4) or flow.shape[-3] != 2:
+        raise ValueError(f"{name} must have shape (2, H, W) or (B, 2, H, W), got {tuple(flow.shape)}")
+    if not flow.is_floating_point():
+        raise ValueError(f"{name} must be floating point (pixels), got dtype {flow.dtype}")
+    if not torch.isfinite(flow).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    batched = flow.dim() == 4
+    return (flow if batched else flow.unsqueeze(0)).to(torch.float32), batched
+
+
+def to_image(flow: Tensor | np.ndarray) -> Tensor:
+    """Colour-code a flow (Middlebury colour wheel, :func:`torchvision.utils.flow_to_image`,
+    normalised by the largest magnitude): uint8 ``(3, H, W)``, or ``(B, 3, H, W)`` for a batch."""
+    f, batched = _as_flow_tensor(flow)
+    rgb = flow_to_image(f)
+    return rgb if batched else rgb[0]
+
+
+def warp(image: ImageLike, flow: Tensor | np.ndarray) -> Tensor:
+    """Backward-warp ``image`` (frame 2) onto frame 1's grid: ``out(p) = image(p + flow(p))``,
+    bilinear, black outside the image.
+
+    ``image`` takes the forms :func:`estimate` accepts; ``flow`` is ``(2, H, W)`` (single image)
+    or ``(B, 2, H, W)`` (batch) in pixels. Returns uint8 for uint8 (and PIL) inputs, float32 in
+    [0, 1] otherwise; ``(3, H, W)`` or ``(B, 3, H, W)``, on the image's device (CPU for numpy and
+    PIL inputs).
+    """
+    x, batched, is_uint8, out_device = _prepare(image, "image")
+    f, flow_batched = _as_flow_tensor(flow)
+    if batched != flow_batched or x.shape[0] != f.shape[0] or x.shape[-2:] != f.shape[-2:]:
+        wanted = f"(B, 2, H, W) with B = {x.shape[0]}" if batched else "(2, H, W)"
+        got = tuple(f.shape) if flow_batched else tuple(f.shape[1:])
+        raise ValueError(
+            f"flow {got} does not match the image: expected {wanted} with H x W = {x.shape[-2]}x{x.shape[-1]}"
+        )
+    out = backward_warp(x, f.to(x.device))
+    if is_uint8:
+        out = (out * 255.0).round().clamp_(0, 255).to(torch.uint8)
+    out = out.to(out_device)
+    return out if batched else out[0]
+
+
+def occlusion_mask(
+    flow_fwd: Tensor | np.ndarray, flow_bwd: Tensor | np.ndarray, alpha1: float = 0.01, alpha2: float = 0.5
+) -> Tensor:
+    """Forward-backward consistency check (UnFlow, ARFlow).
+
+    A pixel ``p`` of frame 1 is occluded when ``|f(p) + b(p + f(p))|^2 > alpha1 (|f(p)|^2 +
+    |b(p + f(p))|^2) + alpha2``, with ``f`` the forward and ``b`` the backward flow (``b`` sampled
+    bilinearly), or when ``p + f(p)`` falls outside the image.
+
+    Returns:
+        bool ``(1, H, W)`` (or ``(B, 1, H, W)`` for batched flows), True = occluded.
+    """
+    f, batched = _as_flow_tensor(flow_fwd, "flow_fwd")
+    b, batched_b = _as_flow_tensor(flow_bwd, "flow_bwd")
+    if batched != batched_b or f.shape != b.shape:
+        raise ValueError(
+            f"flow_fwd and flow_bwd must have the same shape, got {tuple(flow_fwd.shape)} and {tuple(flow_bwd.shape)}"
+        )
+    b_at, inside = backward_warp(b.to(f.device), f, return_mask=True)
+    mismatch = (f + b_at).square().sum(1, keepdim=True)
+    magnitude = f.square().sum(1, keepdim=True) + b_at.square().sum(1, keepdim=True)
+    occluded = (mismatch > alpha1 * magnitude + alpha2) | (inside < 0.5)
+    return occluded if batched else occluded[0]

@@ -1,0 +1,82 @@
+"""``torch.hub`` builders (re-exported by the repository's ``hubconf.py``).
+
+Both take ``pretrained`` and ``weights`` and resolve weights with the rules of
+:func:`mcjepa.weights.load_model`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .encoder import ConvNeXtPyramid
+from .model import MCJEPA
+from .weights import load_model
+
+__all__ = ["mcjepa_convnext_t", "mcjepa_convnext_t_flow"]
+
+
+def mcjepa_convnext_t(
+    pretrained: bool = False, weights: str | os.PathLike | None = None, **kwargs: Any
+) -> ConvNeXtPyramid:
+    """MC-JEPA ConvNeXt-T encoder: a 6-level feature pyramid, in eval mode.
+
+    The encoder returns a list of 6 NCHW maps, fine to coarse, with strides (2, 4, 4, 8, 16, 32)
+    and channels (48, 48, 96, 192, 384, 768). Input: ImageNet-normalised ``(B, 3, H, W)`` float
+    images of any size >= 32 (see :func:`mcjepa.encoder.imagenet_normalize`).
+    ``encoder.forward_embedding(x)`` returns the pooled ``(B, 768)`` content feature.
+
+    Args:
+        pretrained (bool): load the published release of this model from the weights manifest.
+            No weights are published yet, so ``True`` raises an error saying what to do instead.
+        weights (str or Path, optional): weights to load instead: a manifest key, a local release
+            folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an ``https://`` /
+            ``file://`` URL. A release's own config.json sets the architecture.
+        **kwargs: passed to :func:`mcjepa.weights.load_model`, e.g. ``map_location="cuda"`` or
+            ``variant="micro"`` (the architecture when no release config is given).
+
+    Example::
+
+        >>> import torch
+        >>> encoder = torch.hub.load("path/to/mcjepa", "mcjepa_convnext_t", source="local")
+        >>> encoder = torch.hub.load("path/to/mcjepa", "mcjepa_convnext_t", source="local",
+        ...                          weights="runs/my_release")   # a folder from save_release
+        >>> feats = encoder(torch.randn(1, 3, 224, 224))
+        >>> [f.shape[1] for f in feats]
+        [48, 48, 96, 192, 384, 768]
+    """
+    model = load_model(weights, pretrained=pretrained, components=("encoder",), **kwargs)
+    return model.encoder
+
+
+def mcjepa_convnext_t_flow(pretrained: bool = False, weights: str | os.PathLike | None = None, **kwargs: Any) -> MCJEPA:
+    """MC-JEPA optical flow model: ConvNeXt-T encoder + PWC-style flow head, in eval mode.
+
+    ``model(image1, image2)`` takes two ImageNet-normalised ``(B, 3, H, W)`` frames (H, W >= 32;
+    pad to a multiple of 32 for best results) and returns the flow from frame 1 to frame 2 as a
+    ``(B, 2, H, W)`` float tensor in pixels (channel 0 = u, +x right; 1 = v, +y down), the
+    torchvision RAFT convention: ``torchvision.utils.flow_to_image`` works on it. For uint8 or
+    [0, 1] images, numpy arrays and PIL images, with padding handled, use
+    ``mcjepa.flow.estimate(img1, img2, model=model)``.
+
+    Args:
+        pretrained (bool): load the published release of this model from the weights manifest.
+            No weights are published yet, so ``True`` raises an error saying what to do instead.
+        weights (str or Path, optional): weights to load instead: a manifest key, a local release
+            folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an ``https://`` /
+            ``file://`` URL. The release must hold the encoder and the flow head.
+        **kwargs: passed to :func:`mcjepa.weights.load_model`, e.g. ``map_location="cuda"`` or
+            ``variant="convnext_t_c1"`` (the architecture when no release config is given).
+
+    Example::
+
+        >>> import torch
+        >>> model = torch.hub.load("path/to/mcjepa", "mcjepa_convnext_t_flow", source="local",
+        ...                        weights="hf://org/mcjepa-convnext-t")
+        >>> img1 = img2 = torch.randn(1, 3, 128, 160)
+        >>> with torch.no_grad():
+        ...     flow = model(img1, img2)
+        >>> flow.shape
+        torch.Size([1, 2, 128, 160])
+    """
+    return load_model(weights, pretrained=pretrained, components=("encoder", "flow_head"), **kwargs)

@@ -1,0 +1,585 @@
+"""MC-JEPA's training losses (seed section 4.5, NOTES "Losses"), each a pure function.
+
+Every function takes tensors and plain numbers and returns a differentiable scalar tensor (or, for
+:func:`vicreg_loss`, a dict of them); nothing reads a config. The trainer passes the numbers.
+
+Conventions shared by all motion losses:
+
+* Flow is ``(B, 2, H, W)`` in pixels of the grid it lives on (u right, v down), defined on the
+  *source* frame's grid, as everywhere in ``mcjepa``.
+* Warping is *backward* warping (:func:`mcjepa.ops.backward_warp`): with ``f`` the flow from frame
+  t to frame t+1, ``backward_warp(X_{t+1}, f) ~ X_t`` wherever the point is visible in both
+  frames. The seed writes ``warp(X_t, f) ~ X_{t+1}``, which only holds for forward splatting; we
+  compare frame t with frame t+1 warped back (PWC-Net / UFlow / ARFlow), same intent.
+* Pyramids are lists of 6 NCHW maps ordered **fine to coarse** (index 0 = stride 2, index 5 =
+  stride 32), and every per-level weight sequence here is indexed the same way. The paper lists
+  its per-level weights coarse to fine; :data:`PAPER_REG_WEIGHTS`, :data:`PAPER_VC_VAR_WEIGHTS`
+  and :data:`PAPER_VC_COV_WEIGHTS` are those numbers already reversed into our order.
+* Images for the photometric and smoothness losses are in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from .ops import backward_warp, flow_validity_mask
+
+__all__ = [
+    "PAPER_REG_WEIGHTS",
+    "PAPER_VC_COV_WEIGHTS",
+    "PAPER_VC_VAR_WEIGHTS",
+    "cycle_consistency_loss",
+    "feature_regression_loss",
+    "forward_backward_occlusion",
+    "gather_across_ranks",
+    "photometric_loss",
+    "pyramid_vc_loss",
+    "smoothness_loss",
+    "ssim",
+    "variance_covariance_loss",
+    "variance_covariance_terms",
+    "vicreg_loss",
+]
+
+# Seed section 4.5.1 / Table 8: L_reg weights coarse->fine (1, 1, 1, 1, 0.1, 0.01); here fine->coarse.
+PAPER_REG_WEIGHTS: tuple[float, ...] = (0.01, 0.1, 1.0, 1.0, 1.0, 1.0)
+# Seed section 4.5.5 / Table 8: L_vc variance weights coarse->fine (0.01, 0.01, 0.01, 0.01, 0.001,
+# 0.0001) and covariance weights coarse->fine (0.04, 0.04, 0.001, 0, 0, 0); here fine->coarse.
+PAPER_VC_VAR_WEIGHTS: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.01, 0.01, 0.01)
+PAPER_VC_COV_WEIGHTS: tuple[float, ...] = (0.0, 0.0, 0.0, 0.001, 0.04, 0.04)
+
+_SSIM_C1 = 0.01**2  # (K1 * data_range)^2 with data_range = 1
+_SSIM_C2 = 0.03**2  # (K2 * data_range)^2
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+
+
+def _check_nchw(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a (B, C, H, W) tensor, got {shape}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def _check_flow(name: str, flow: Tensor, size: torch.Size | None = None, batch: int | None = None) -> None:
+    _check_nchw(name, flow)
+    if flow.shape[1] != 2:
+        raise ValueError(f"{name} must be (B, 2, H, W) (u, v in pixels), got {tuple(flow.shape)}")
+    if size is not None and flow.shape[-2:] != size:
+        raise ValueError(f"{name} has spatial size {tuple(flow.shape[-2:])}, expected {tuple(size)}")
+    if batch is not None and flow.shape[0] != batch:
+        raise ValueError(f"{name} has batch size {flow.shape[0]}, expected {batch}")
+
+
+def _check_unit_range(**images: Tensor) -> None:
+    """Raise if any image lies outside [0, 1] (one host sync for all of them)."""
+    stats = torch.stack([torch.stack(torch.aminmax(img.detach().float())) for img in images.values()])
+    for (name, _), (lo, hi) in zip(images.items(), stats.tolist()):
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            raise ValueError(
+                f"{name} must hold images in [0, 1] (not ImageNet-normalised or uint8), got values in [{lo:.3g}, {hi:.3g}]"
+            )
+
+
+def _check_mask(mask: Tensor, ref: Tensor, name: str = "mask") -> Tensor:
+    """Return ``mask`` as a detached float ``(B, 1, H, W)`` tensor matching ``ref``'s B, H, W."""
+    if mask.dim() == 3:
+        mask = mask.unsqueeze(1)
+    b, _, h, w = ref.shape
+    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != b or mask.shape[-2:] != (h, w):
+        raise ValueError(
+            f"{name} must be (B, 1, H, W) or (B, H, W) with B, H, W = {(b, h, w)}, got {tuple(mask.shape)}"
+        )
+    return mask.detach().to(ref.dtype)
+
+
+def _check_pyramid_args(
+    feats_src: Sequence[Tensor], level_flows: Sequence[Tensor], levels: Sequence[int], name: str = "level_flows"
+) -> None:
+    if len(level_flows) != len(levels):
+        raise ValueError(f"got {len(level_flows)} {name} for {len(levels)} levels; expected one flow per level")
+    for i, lvl in enumerate(levels):
+        if not 0 <= lvl < len(feats_src):
+            raise ValueError(f"level index {lvl} is outside the {len(feats_src)}-level pyramid")
+        _check_flow(f"{name}[{i}]", level_flows[i], feats_src[lvl].shape[-2:], feats_src[lvl].shape[0])
+
+
+def _upcast(x: Tensor) -> Tensor:
+    """Half-precision tensors (bf16 / fp16 under autocast) become float32; float32/64 stay."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``values`` (B, C, H, W) over every element, counting only positions where the
+    ``(B, 1, H, W)`` ``mask`` is set (weighted by it). Returns 0 when the mask is empty."""
+    if mask is None:
+        return values.mean()
+    c = values.shape[1]
+    return (values * mask).sum() / (mask.sum() * c).clamp_min(1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# motion losses
+
+
+def feature_regression_loss(
+    feats_src: Sequence[Tensor],
+    feats_tgt: Sequence[Tensor],
+    level_flows: Sequence[Tensor],
+    levels: Sequence[int],
+    weights: Sequence[float],
+    mask_out_of_image: bool = True,
+) -> Tensor:
+    """L_reg: per-level feature regression between frame t and frame t+1 warped back.
+
+    ``sum_l w_l * mean((X_t^l - backward_warp(X_{t+1}^l, f^l))^2)`` over the estimated ``levels``,
+    the mean taken over batch, channels and positions. Gradients reach both pyramids and the
+    flows (the encoder is shared; the variance-covariance term is what prevents collapse).
+
+    Args:
+        feats_src: frame t's pyramid, 6 maps fine to coarse (``X_t``).
+        feats_tgt: frame t+1's pyramid, same shapes (``X_{t+1}``).
+        level_flows: forward flows at ``levels``, fine to coarse, pixels of each level
+            (``FlowHeadOutput.level_flows``).
+        levels: pyramid indices of ``level_flows`` (``FlowHeadOutput.levels``).
+        weights: per-level weights indexed by pyramid level fine to coarse, one per map
+            (the paper's: :data:`PAPER_REG_WEIGHTS`). Levels with weight 0 are skipped.
+        mask_out_of_image: default True: average only over positions whose sample
+            ``p + f(p)`` lies inside the image. Backward warping reads zeros outside, so without
+            the mask the loss would pull features towards zero and flows away from the borders.
+
+    Returns:
+        Scalar tensor (squared feature units).
+    """
+    if len(feats_src) != len(feats_tgt):
+        raise ValueError(f"feats_src has {len(feats_src)} levels but feats_tgt has {len(feats_tgt)}")
+    if len(weights) != len(feats_src):
+        raise ValueError(
+            f"expected {len(feats_src)} weights (one per pyramid level, fine to coarse), got {len(weights)}"
+        )
+    _check_pyramid_args(feats_src, level_flows, levels)
+    total = feats_src[0].new_zeros(())
+    for flow, lvl in zip(level_flows, levels):
+        w = float(weights[lvl])
+        if w == 0.0:
+            continue
+        src, tgt = feats_src[lvl], feats_tgt[lvl]
+        if src.shape != tgt.shape:
+            raise ValueError(f"level {lvl}: feats_src {tuple(src.shape)} and feats_tgt {tuple(tgt.shape)} differ")
+        warped = backward_warp(tgt, flow)
+        mask = flow_validity_mask(flow.detach()) if mask_out_of_image else None
+        total = total + w * _masked_mean((src - warped).square(), mask)
+    return total
+
+
+def ssim(x: Tensor, y: Tensor, window: int = 3, padding: str = "reflect") -> Tensor:
+    """Per-pixel SSIM map of two ``(B, C, H, W)`` images in ``[0, 1]``, per channel.
+
+    The standard SSIM with uniform ``window x window`` windows (average pooling) as in UFlow,
+    ARFlow and monodepth2: local means, population variances and covariance, C1 = 0.01^2,
+    C2 = 0.03^2 (data range 1). Half-precision inputs are computed in float32.
+
+    Args:
+        window: odd window size (3 in all of the above).
+        padding: ``"reflect"`` (monodepth2; output ``(B, C, H, W)``, aligned with the input) or
+            ``"valid"`` (UFlow / ARFlow; output ``(B, C, H - window + 1, W - window + 1)``).
+
+    Returns:
+        SSIM values in ``[-1, 1]``, 1 where the two windows are identical.
+    """
+    _check_nchw("x", x)
+    _check_nchw("y", y)
+    if x.shape != y.shape:
+        raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must have the same shape")
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be a positive odd integer, got {window}")
+    if padding not in ("reflect", "valid"):
+        raise ValueError(f"padding must be 'reflect' or 'valid', got {padding!r}")
+    return _ssim_map(_upcast(x), _upcast(y), window, padding)
+
+
+def _ssim_map(x: Tensor, y: Tensor, window: int, padding: str) -> Tensor:
+    r = window // 2
+    if padding == "reflect" and r > 0:
+        if min(x.shape[-2:]) <= r:
+            raise ValueError(f"reflect padding needs H and W > {r}, got {tuple(x.shape[-2:])}")
+        x = F.pad(x, (r, r, r, r), mode="reflect")
+        y = F.pad(y, (r, r, r, r), mode="reflect")
+    elif min(x.shape[-2:]) < window:
+        raise ValueError(f"valid SSIM needs H and W >= window={window}, got {tuple(x.shape[-2:])}")
+
+    def pool(t: Tensor) -> Tensor:
+        return F.avg_pool2d(t, window, stride=1)
+
+    mu_x, mu_y = pool(x), pool(y)
+    var_x = pool(x * x) - mu_x.square()
+    var_y = pool(y * y) - mu_y.square()
+    cov_xy = pool(x * y) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + _SSIM_C1) * (2 * cov_xy + _SSIM_C2)
+    den = (mu_x.square() + mu_y.square() + _SSIM_C1) * (var_x + var_y + _SSIM_C2)
+    return num / den
+
+
+def photometric_loss(
+    image1: Tensor,
+    image2_warped: Tensor,
+    mask: Tensor | None = None,
+    l1: float = 0.15,
+    l2: float = 0.0,
+    ssim: float = 0.425,
+    ssim_window: int = 3,
+    check_range: bool = True,
+) -> Tensor:
+    """L_rec: occlusion-masked photometric distance between frame t and frame t+1 warped back.
+
+    Per pixel ``d = l2 * mean_c (a - b)^2 + l1 * mean_c |a - b| + ssim * mean_c (1 - SSIM(a, b))``
+    (``1 - SSIM`` clamped to ``[0, 2]``, 3x3 windows, reflect padding), then the mean of ``d``
+    over the pixels where ``mask`` is 1. ``a = image1``, ``b = image2_warped =
+    backward_warp(image2, flow)``.
+
+    Defaults: the seed names L2, L1 and SSIM but gives no weights. We use ARFlow's tested mix,
+    0.15 L1 + 0.85 * (1 - SSIM) / 2 (ARFlow and monodepth2 halve ``1 - SSIM``), written in the
+    seed's ``(1 - SSIM)`` form as ``ssim = 0.425``, and no L2 (``l2 = 0``; set e.g. 0.01 to add it).
+
+    Args:
+        image1, image2_warped: ``(B, C, H, W)`` images in ``[0, 1]``.
+        mask: ``(B, 1, H, W)`` or ``(B, H, W)``, 1 = use the pixel (not occluded), 0 = ignore;
+            soft values weight the mean. Treated as a constant (no gradient flows into it).
+        check_range: raise if an image leaves ``[0, 1]`` (costs one host sync).
+
+    Returns:
+        Scalar tensor, 0 when the mask is empty.
+    """
+    ssim_weight = ssim
+    _check_nchw("image1", image1)
+    _check_nchw("image2_warped", image2_warped)
+    if image1.shape != image2_warped.shape:
+        raise ValueError(f"image1 {tuple(image1.shape)} and image2_warped {tuple(image2_warped.shape)} differ in shape")
+    if check_range:
+        _check_unit_range(image1=image1, image2_warped=image2_warped)
+    a, b = _upcast(image1), _upcast(image2_warped)
+    m = _check_mask(mask, a) if mask is not None else None
+    diff = a - b
+    d = a.new_zeros((a.shape[0], 1, *a.shape[-2:]))
+    if l2:
+        d = d + l2 * diff.square().mean(1, keepdim=True)
+    if l1:
+        d = d + l1 * diff.abs().mean(1, keepdim=True)
+    if ssim_weight:
+        dssim = (1.0 - _ssim_map(a, b, ssim_window, "reflect")).clamp(0.0, 2.0)
+        d = d + ssim_weight * dssim.mean(1, keepdim=True)
+    return _masked_mean(d, m)
+
+
+def smoothness_loss(
+    flow: Tensor, image: Tensor, edge_factor: float = 75.0, flow_scale: float = 1.0, check_range: bool = True
+) -> Tensor:
+    """L_smooth: first-order edge-aware smoothness of ``flow``, guided by ``image``.
+
+    ``0.5 * sum_{d in x, y} mean(exp(-edge_factor * mean_c |grad_d I|) * |grad_d (flow_scale * f)|)``
+    with forward differences, the mean taken over batch, both flow channels and positions.
+
+    Flow scaling: with the default ``flow_scale = 1`` the flow is in pixels of ``image``'s grid,
+    so ``|grad f|`` is in pixels of displacement per pixel: dimensionless, and unchanged when
+    image and flow are resized together (a smooth motion field has the same px/px gradient at any
+    resolution), so the loss weight does not depend on the crop size. ARFlow instead divides the
+    flow by ``min(H, W)`` and multiplies the loss by 75 (``flow_scale = 1 / min(H, W)`` here);
+    that 75 is a loss weight, unrelated to the seed's edge factor of 75.
+
+    Args:
+        flow: ``(B, 2, H, W)`` flow in pixels of ``image``'s grid.
+        image: ``(B, C, H, W)`` image in ``[0, 1]`` on the same grid (frame t).
+        edge_factor: the seed's lambda = 75: the weight is ``exp(-75 |grad I|)``.
+        flow_scale: multiplies the flow before differentiating.
+        check_range: raise if ``image`` leaves ``[0, 1]`` (costs one host sync).
+
+    Returns:
+        Scalar tensor (pixels per pixel times ``flow_scale``).
+    """
+    _check_nchw("image", image)
+    _check_flow("flow", flow, image.shape[-2:], image.shape[0])
+    if min(flow.shape[-2:]) < 2:
+        raise ValueError(f"smoothness needs H, W >= 2, got {tuple(flow.shape[-2:])}")
+    if check_range:
+        _check_unit_range(image=image)
+    img = _upcast(image)
+    f = _upcast(flow) * flow_scale
+    w_x = torch.exp(-edge_factor * (img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True))
+    w_y = torch.exp(-edge_factor * (img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True))
+    loss_x = (w_x * (f[..., :, 1:] - f[..., :, :-1]).abs()).mean()
+    loss_y = (w_y * (f[..., 1:, :] - f[..., :-1, :]).abs()).mean()
+    return 0.5 * (loss_x + loss_y)
+
+
+@torch.no_grad()
+def forward_backward_occlusion(flow_fwd: Tensor, flow_bwd: Tensor, alpha1: float = 0.01, alpha2: float = 0.5) -> Tensor:
+    """Forward-backward consistency mask (UnFlow, ARFlow's ``get_occu_mask_bidirection``).
+
+    With ``b = backward_warp(flow_bwd, flow_fwd)`` (the backward flow read where each pixel
+    lands, zeros outside the image), a pixel is occluded when
+    ``|f + b|^2 > alpha1 * (|f|^2 + |b|^2) + alpha2`` (squared pixels of the flows' grid).
+    Computed without gradient.
+
+    Args:
+        flow_fwd: ``(B, 2, H, W)`` flow t -> t+1 on frame t's grid.
+        flow_bwd: ``(B, 2, H, W)`` flow t+1 -> t on frame t+1's grid.
+
+    Returns:
+        ``(B, 1, H, W)`` float mask on frame t's grid: 1 = consistent (visible), 0 = occluded.
+    """
+    _check_flow("flow_fwd", flow_fwd)
+    _check_flow("flow_bwd", flow_bwd, flow_fwd.shape[-2:], flow_fwd.shape[0])
+    f = _upcast(flow_fwd)
+    b = backward_warp(_upcast(flow_bwd).to(f.dtype), f)
+    diff = (f + b).square().sum(1, keepdim=True)
+    mag = f.square().sum(1, keepdim=True) + b.square().sum(1, keepdim=True)
+    return (diff <= alpha1 * mag + alpha2).to(flow_fwd.dtype)
+
+
+def cycle_consistency_loss(
+    feats_src: Sequence[Tensor],
+    level_flows_fwd: Sequence[Tensor],
+    level_flows_bwd: Sequence[Tensor],
+    levels: Sequence[int],
+    occlusion_masks: Sequence[Tensor | None] | None = None,
+    weight: float = 0.2,
+) -> Tensor:
+    """L_cycle: features of frame t carried to frame t+1 and back should return unchanged.
+
+    ``weight * sum_l mean_masked((X_t^l - backward_warp(backward_warp(X_t^l, f_bwd^l), f_fwd^l))^2)``:
+    ``backward_warp(X_t, f_bwd)`` lands on frame t+1's grid, warping that by ``f_fwd`` returns to
+    frame t's. The mean runs over channels and the non-occluded positions. Gradients reach the
+    features and both flows, never the masks.
+
+    Args:
+        feats_src: frame t's pyramid, 6 maps fine to coarse.
+        level_flows_fwd: flows t -> t+1 at ``levels`` (fine to coarse, pixels of each level).
+        level_flows_bwd: flows t+1 -> t at the same levels.
+        levels: pyramid indices of the flows.
+        occlusion_masks: optional ``(B, 1, h, w)`` masks on frame t's grid, one per level (1 =
+            use). ``None`` (default), or ``None`` for a level: computed with
+            :func:`forward_backward_occlusion` from that level's flows (alpha1 = 0.01,
+            alpha2 = 0.5 in that level's pixels), without gradient.
+        weight: the seed's 0.2.
+
+    Returns:
+        Scalar tensor.
+    """
+    _check_pyramid_args(feats_src, level_flows_fwd, levels, "level_flows_fwd")
+    _check_pyramid_args(feats_src, level_flows_bwd, levels, "level_flows_bwd")
+    if occlusion_masks is not None and len(occlusion_masks) != len(levels):
+        raise ValueError(f"got {len(occlusion_masks)} occlusion_masks for {len(levels)} levels")
+    total = feats_src[0].new_zeros(())
+    if weight == 0.0:
+        return total
+    for i, lvl in enumerate(levels):
+        x = feats_src[lvl]
+        f_fwd, f_bwd = level_flows_fwd[i], level_flows_bwd[i]
+        mask = occlusion_masks[i] if occlusion_masks is not None else None
+        mask = (
+            forward_backward_occlusion(f_fwd, f_bwd) if mask is None else _check_mask(mask, x, f"occlusion_masks[{i}]")
+        )
+        round_trip = backward_warp(backward_warp(x, f_bwd), f_fwd)
+        total = total + _masked_mean((x - round_trip).square(), mask.detach().to(x.dtype))
+    return weight * total
+
+
+# --------------------------------------------------------------------------------------------
+# variance-covariance regularisation and VICReg
+
+
+def _off_diagonal_sq_sum(cov: Tensor) -> Tensor:
+    """Sum of squared off-diagonal entries of a square matrix (VICReg's ``off_diagonal`` trick,
+    no cancellation against the large diagonal)."""
+    d = cov.shape[0]
+    return cov.flatten()[:-1].view(d - 1, d + 1)[:, 1:].square().sum()
+
+
+def _var_cov(z: Tensor, gamma: float, eps: float, with_cov: bool) -> tuple[Tensor, Tensor | None]:
+    """Variance hinge ``mean_j relu(gamma - sqrt(var_j + eps))`` and ``sum_{i != j} C_ij^2 / d`` for
+    ``(N, d)`` samples, unbiased (N - 1) estimates as in VICReg's code."""
+    n, d = z.shape
+    if n < 2:
+        raise ValueError(f"variance and covariance need at least 2 samples, got {n}")
+    z = z - z.mean(dim=0)
+    std = torch.sqrt(z.var(dim=0) + eps)
+    var_term = F.relu(gamma - std).mean()
+    if not with_cov:
+        return var_term, None
+    cov = (z.T @ z) / (n - 1)
+    return var_term, _off_diagonal_sq_sum(cov) / d
+
+
+def variance_covariance_terms(
+    x: Tensor,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    max_samples: int | None = None,
+    generator: torch.Generator | None = None,
+    with_cov: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """Unweighted variance and covariance terms of a ``(B, C, H, W)`` feature map.
+
+    Every spatial position of every batch element is a sample (``B * H * W`` of them), the
+    channel dimension is the feature dimension ``d = C``. Half precision is computed in float32.
+
+    Args:
+        max_samples: when there are more positions than this, use a random subset of this size
+            (without replacement), drawn with ``generator`` (on the generator's device, or on
+            ``x``'s device when ``None``).
+        with_cov: compute the covariance term (a ``C x C`` matrix); ``None`` is returned otherwise.
+
+    Returns:
+        ``(var, cov)``: ``mean_j relu(gamma - sqrt(Var_j + eps))`` and
+        ``sum_{i != j} Cov_ij^2 / C``.
+    """
+    _check_nchw("x", x)
+    z = _upcast(x).permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    if max_samples is not None and z.shape[0] > max_samples:
+        if max_samples < 2:
+            raise ValueError(f"max_samples must be at least 2, got {max_samples}")
+        device = generator.device if generator is not None else z.device
+        idx = torch.randperm(z.shape[0], generator=generator, device=device)[:max_samples]
+        z = z[idx.to(z.device)]
+    return _var_cov(z, gamma, eps, with_cov)
+
+
+def variance_covariance_loss(
+    x: Tensor,
+    var_weight: float,
+    cov_weight: float,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    max_samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """L_vc at one pyramid level: ``var_weight * var + cov_weight * cov`` of
+    :func:`variance_covariance_terms` (positions of the batch are samples, channels are
+    features). Skips what a zero weight makes unnecessary; returns 0 when both are 0.
+
+    Returns:
+        Scalar tensor.
+    """
+    if var_weight == 0.0 and cov_weight == 0.0:
+        return x.new_zeros((), dtype=torch.float32)
+    var, cov = variance_covariance_terms(x, gamma, eps, max_samples, generator, with_cov=cov_weight != 0.0)
+    total = var_weight * var
+    if cov is not None:
+        total = total + cov_weight * cov
+    return total
+
+
+def pyramid_vc_loss(
+    feats: Sequence[Tensor],
+    var_weights: Sequence[float],
+    cov_weights: Sequence[float],
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    max_samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """L_vc over a pyramid: sum over levels of :func:`variance_covariance_loss`.
+
+    Args:
+        feats: frame t's pyramid, 6 maps fine to coarse.
+        var_weights, cov_weights: one weight per map, indexed fine to coarse (index 0 = stride 2,
+            index 5 = stride 32). The paper lists them coarse to fine; reversed they are
+            :data:`PAPER_VC_VAR_WEIGHTS` = (0.0001, 0.001, 0.01, 0.01, 0.01, 0.01) and
+            :data:`PAPER_VC_COV_WEIGHTS` = (0, 0, 0, 0.001, 0.04, 0.04). Levels whose two weights
+            are 0 are not computed at all.
+        max_samples: per-level cap on the number of positions (see
+            :func:`variance_covariance_terms`); the stride-2 level of a 384x832 batch of 8 has
+            640k positions.
+
+    Returns:
+        Scalar tensor.
+    """
+    if len(var_weights) != len(feats) or len(cov_weights) != len(feats):
+        raise ValueError(
+            f"expected {len(feats)} var_weights and cov_weights (one per pyramid level, fine to coarse), "
+            f"got {len(var_weights)} and {len(cov_weights)}"
+        )
+    total = feats[0].new_zeros((), dtype=torch.float32)
+    for x, wv, wc in zip(feats, var_weights, cov_weights):
+        if wv == 0.0 and wc == 0.0:
+            continue
+        total = total + variance_covariance_loss(x, wv, wc, gamma, eps, max_samples, generator)
+    return total
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums the gradients of every rank and returns this rank's slice
+    (VICReg's ``FullGatherLayer``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> Tensor:  # type: ignore[override]
+        all_grads = torch.stack(grads)
+        dist.all_reduce(all_grads)
+        return all_grads[dist.get_rank()]
+
+
+def gather_across_ranks(z: Tensor) -> Tensor:
+    """Concatenate ``z`` (``(N, ...)``, the same shape on every rank) from all ranks along dim 0,
+    rank order, keeping the gradient path to this rank's slice. Returns ``z`` unchanged when
+    ``torch.distributed`` is not initialised or has a single rank."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return z
+    return torch.cat(_GatherWithGrad.apply(z), dim=0)
+
+
+def vicreg_loss(
+    z1: Tensor,
+    z2: Tensor,
+    inv_weight: float = 1.0,
+    var_weight: float = 25.0,
+    cov_weight: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    gather: bool = True,
+) -> dict[str, Tensor]:
+    """L_ssl: VICReg on two ``(N, d)`` batches of expander outputs, as in VICReg's reference code.
+
+    * ``inv = mean((z1 - z2)^2)`` over batch and dimensions (``F.mse_loss``), on this rank's batch.
+    * ``var = (mean_j relu(gamma - std(z1)_j) + mean_j relu(gamma - std(z2)_j)) / 2`` with
+      ``std = sqrt(Var + eps)`` (unbiased variance).
+    * ``cov = sum_{i != j} C(z1)_ij^2 / d + sum_{i != j} C(z2)_ij^2 / d`` with the unbiased
+      covariance matrix.
+    * ``total = inv_weight * inv + var_weight * var + cov_weight * cov``.
+
+    Defaults: the seed's 1 / 25 / 1 (VICReg's paper uses 25 / 25 / 1). Half precision is computed
+    in float32.
+
+    Args:
+        gather: when ``torch.distributed`` is initialised, compute var and cov on the
+            embeddings of every rank (:func:`gather_across_ranks`), as VICReg does; a no-op on
+            a single process. Pass False if you gathered yourself.
+
+    Returns:
+        Dict with scalar tensors ``inv``, ``var``, ``cov`` (unweighted) and ``total``.
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must be (N, d) of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    z1, z2 = _upcast(z1), _upcast(z2)
+    inv = F.mse_loss(z1, z2)
+    if gather:
+        z1, z2 = gather_across_ranks(z1), gather_across_ranks(z2)
+    var1, cov1 = _var_cov(z1, gamma, eps, with_cov=True)
+    var2, cov2 = _var_cov(z2, gamma, eps, with_cov=True)
+    var = 0.5 * (var1 + var2)
+    cov = cov1 + cov2
+    total = inv_weight * inv + var_weight * var + cov_weight * cov
+    return {"inv": inv, "var": var, "cov": cov, "total": total}

@@ -1,0 +1,1 @@
+"""MC-JEPA training: configuration, losses wiring, schedule, checkpoints and the engine."""

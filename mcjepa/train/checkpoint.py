@@ -1,0 +1,82 @@
+"""Atomic training checkpoints that resume exactly.
+
+A checkpoint holds the model, optimiser, step, data positions and every RNG state. Files are
+written to a temporary name and renamed, so a crash never leaves a partial checkpoint, and
+only the last ``keep_last`` are kept. Loading uses ``torch.load(weights_only=True)``: no
+arbitrary objects are unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["capture_rng_state", "latest_checkpoint", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+
+_PATTERN = "ckpt_{step:09d}.pt"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Return the Python, NumPy, torch CPU and CUDA RNG states as tensors/plain values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": list(random.getstate()[1]) + [random.getstate()[2] if random.getstate()[2] is not None else -1],
+        "python_version": random.getstate()[0],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_meta": [int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    gauss = None if py[-1] == -1 else py[-1]
+    random.setstate((state["python_version"], tuple(int(v) for v in py[:-1]), gauss))
+    meta = state["numpy_meta"]
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), meta[0], meta[1], meta[2]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], keep_last: int = 3) -> Path:
+    """Write ``payload`` as ``checkpoints/ckpt_<step>.pt`` atomically; prune to ``keep_last``.
+
+    Returns the checkpoint path.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / _PATTERN.format(step=step)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(payload, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    if keep_last > 0:
+        for old in sorted(folder.glob("ckpt_*.pt"))[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """Return the newest complete checkpoint in ``run_dir/checkpoints``, or None."""
+    folder = Path(run_dir) / "checkpoints"
+    found = sorted(folder.glob("ckpt_*.pt")) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the path and a hint
+        raise RuntimeError(f"could not load checkpoint {path}: {exc}. Is the file complete?") from None

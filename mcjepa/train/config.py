@@ -1,0 +1,293 @@
+"""Training configuration: typed dataclasses, loaded from TOML files with ``--set`` overrides.
+
+The ``paper`` config (``mcjepa/configs/paper.toml``) holds the seed's recipe with a source for
+every value; the dataclass defaults below are the same numbers, so a key left out of a config
+file means "the paper's value". Unknown keys and wrong types fail at start-up with the key's
+dotted name.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "available_configs",
+    "load_config",
+]
+
+SAMPLING_STRATEGIES = ("combined", "batch_alternation", "epoch_alternation", "frozen_encoder_flow")
+VC_MODES = ("all", "last", "off")
+
+
+class ConfigError(ValueError):
+    """A training configuration is invalid; the message names the key or path."""
+
+
+@dataclass
+class ModelSection:
+    variant: str = "convnext_t"  # mcjepa.config.MODEL_VARIANTS
+    # Overrides of the variant's FlowHeadConfig fields (e.g. channel_factor, use_layernorm):
+    # the Table 3 ablations.
+    flow_head: dict[str, Any] = field(default_factory=dict)
+    encoder: dict[str, Any] = field(default_factory=dict)
+    expander: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimSection:
+    lr_encoder: float = 3e-4  # seed §5
+    lr_expander: float = 3e-4  # seed §5 / NOTES (same as the encoder)
+    lr_flow_head: float = 1e-4  # seed §5
+    end_lr: float = 3e-8  # cosine target, seed §5
+    weight_decay: float = 1e-6  # seed §5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # seed §5
+    warmup_epochs: float = 10.0  # linear warm-up, seed §5
+    grad_clip: float = 0.0  # max global grad norm; 0 disables (not in the paper)
+
+
+@dataclass
+class ScheduleSection:
+    epochs: float = 100.0  # seed §5
+    steps_per_epoch: int = 0  # 0: one pass over the content data per epoch
+    motion_start_epoch: float = 10.0  # phase 2 starts, seed §5 / Algorithm 3
+    vc_start_epoch: float = 11.0  # L_vc one epoch after motion starts, seed §4.6 / Table 11
+    # Table 5: how the two streams share iterations.
+    #   combined: both losses every iteration, summed before one backward (the paper's choice)
+    #   batch_alternation: iterations alternate between a content and a motion step
+    #   epoch_alternation: whole epochs alternate between the streams
+    #   frozen_encoder_flow: the flow head trains on detached encoder features (no motion
+    #     gradient reaches the encoder; "flow estimator only" row)
+    sampling: str = "combined"
+    content_enabled: bool = True  # false: M-JEPA (motion only) ablation
+    motion_enabled: bool = True  # false: VICReg only
+
+
+@dataclass
+class LossSection:
+    alpha: float = 0.1  # motion weight, seed §4.5.7
+    # per-level feature regression weights, coarse -> fine, seed §4.5.1 / NOTES
+    reg_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.1, 0.01])
+    # photometric d = l2 * L2 + l1 * L1 + ssim * (1 - SSIM); the seed gives no values:
+    # ARFlow's 0.15 L1 + 0.85 (1 - SSIM) / 2, i.e. ssim = 0.425 here, and no L2 (NOTES).
+    photo_l1: float = 0.15
+    photo_l2: float = 0.0
+    photo_ssim: float = 0.425
+    smooth_weight: float = 1.0  # weight of L_smooth in the motion sum (seed: unweighted)
+    smooth_edge_factor: float = 75.0  # lambda in exp(-lambda |grad I|), seed §4.5.3
+    cycle_weight: float = 0.2  # seed §4.5.4
+    occlusion_masking: bool = True  # mask photometric + cycle terms by fwd-bwd occlusion
+    vc_mode: str = "all"  # Table 11: all levels, last level only, or off
+    # per-level VC weights, coarse -> fine, seed §4.5.5 / NOTES
+    vc_var_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [0.01, 0.01, 0.01, 0.01, 0.001, 0.0001])
+    vc_cov_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [0.04, 0.04, 0.001, 0.0, 0.0, 0.0])
+    vc_max_samples: int = 4096  # positions subsampled per level for L_vc (cost control)
+    vicreg_inv: float = 1.0  # seed §4.5.6 (VICReg paper: 25)
+    vicreg_var: float = 25.0  # seed §4.5.6
+    vicreg_cov: float = 1.0  # seed §4.5.6
+
+
+@dataclass
+class DataSection:
+    # content stream: {"type": "imagefolder", "root": ...} or {"type": "synthetic", ...}
+    content: dict[str, Any] = field(default_factory=lambda: {"type": "imagefolder", "root": "", "size": 224})
+    # motion stream: list of dataset specs, see mcjepa.data.motion.build_motion_datasets
+    motion: list[dict[str, Any]] = field(default_factory=list)
+    content_batch_size: int = 384  # global, seed §5
+    motion_batch_size: int = 8  # global, seed §5
+    num_workers: int = 8
+    # held-out synthetic pairs for the EPE printed at the end (0 disables)
+    eval_synthetic_pairs: int = 0
+    eval_synthetic_size: list[int] = field(default_factory=lambda: [96, 128])
+
+
+@dataclass
+class RunSection:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    checkpoint_every: int = 1000  # steps
+    keep_last: int = 3
+    log_every: int = 50
+    max_nonfinite_in_row: int = 20  # stop with a diagnosis after this many skipped steps in a row
+    tensorboard: bool = True  # when the tensorboard package is installed
+    export_release: bool = True  # write a safetensors release at the end
+    max_steps: int = 0  # stop early after this many steps (0 = run the whole schedule)
+    threads: int = 0  # torch CPU threads (0 = torch default)
+
+
+@dataclass
+class TrainConfig:
+    name: str = "custom"
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    loss: LossSection = field(default_factory=LossSection)
+    data: DataSection = field(default_factory=DataSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def validate(self) -> None:
+        """Check cross-field constraints; raise :class:`ConfigError` naming the key."""
+        if self.schedule.sampling not in SAMPLING_STRATEGIES:
+            raise ConfigError(f"schedule.sampling must be one of {SAMPLING_STRATEGIES}, got {self.schedule.sampling!r}")
+        if self.loss.vc_mode not in VC_MODES:
+            raise ConfigError(f"loss.vc_mode must be one of {VC_MODES}, got {self.loss.vc_mode!r}")
+        for key in ("reg_weights_coarse_to_fine", "vc_var_weights_coarse_to_fine", "vc_cov_weights_coarse_to_fine"):
+            if len(getattr(self.loss, key)) != 6:
+                raise ConfigError(f"loss.{key} needs 6 values (one per pyramid level), got {getattr(self.loss, key)}")
+        for key in ("content_batch_size", "motion_batch_size"):
+            if getattr(self.data, key) < 1:
+                raise ConfigError(f"data.{key} must be >= 1")
+        if self.schedule.epochs <= 0:
+            raise ConfigError("schedule.epochs must be > 0")
+        if not (self.schedule.content_enabled or self.schedule.motion_enabled):
+            raise ConfigError("schedule.content_enabled and schedule.motion_enabled cannot both be false")
+        if self.schedule.motion_enabled and not self.data.motion:
+            raise ConfigError("data.motion is empty but schedule.motion_enabled is true")
+        if len(self.optim.betas) != 2:
+            raise ConfigError("optim.betas needs 2 values")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# dict -> dataclass with type checking
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {tp}, got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table/dict, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, key)
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        dotted = [f"{prefix}.{k}" if prefix else k for k in unknown]
+        raise ConfigError(f"unknown config key(s) {dotted}; valid keys here: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    """Parse a ``--set`` value: TOML scalar/array/inline table, Python literal, else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings to a config dict (values parsed as TOML)."""
+    out = _merge({}, data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+        node[parts[-1]] = _parse_value(text.strip())
+    return out
+
+
+def available_configs() -> list[str]:
+    """Names of the configs shipped in ``mcjepa/configs``."""
+    return sorted(p.name[:-5] for p in resources.files("mcjepa.configs").iterdir() if p.name.endswith(".toml"))
+
+
+def _read_toml(path_or_name: str | Path) -> tuple[dict[str, Any], str]:
+    path = Path(path_or_name)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return tomllib.loads(path.read_text()), path.stem
+    name = str(path_or_name)
+    res = resources.files("mcjepa.configs") / f"{name}.toml"
+    if not res.is_file():
+        raise ConfigError(f"unknown config {name!r}: not a file, and not one of {available_configs()}")
+    return tomllib.loads(res.read_text()), name
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a shipped config by name (``paper``, ``demo``, ``video-demo``) or a TOML file path,
+    apply ``key=value`` overrides, type-check and validate it."""
+    data, stem = _read_toml(name_or_path)
+    data.setdefault("name", stem)
+    data = apply_overrides(data, overrides or [])
+    cfg = _from_dict(TrainConfig, data)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,95 @@
+"""Builds the two training streams (content views and frame pairs) from a TrainConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import ConcatDataset
+
+from .config import ConfigError, TrainConfig
+from .distributed import DistInfo
+from .streams import ResumableStream
+
+__all__ = ["build_content_stream", "build_motion_stream"]
+
+CONTENT_STREAM, MOTION_STREAM = 1, 2
+
+
+def _per_rank(global_batch: int, dist: DistInfo, key: str) -> int:
+    if global_batch % dist.world_size:
+        raise ConfigError(f"{key}={global_batch} is not divisible by the {dist.world_size} processes")
+    return global_batch // dist.world_size
+
+
+def build_content_dataset(cfg: TrainConfig):
+    """The content dataset from ``data.content``: two augmented, normalised views per item."""
+    from ..data.content import ContentDataset, TwoViewDataset
+
+    spec = dict(cfg.data.content)
+    kind = spec.pop("type", "imagefolder")
+    size = int(spec.pop("size", 224))
+    if kind == "imagefolder":
+        root = spec.pop("root", "")
+        if not root or not Path(root).is_dir():
+            raise ConfigError(f"data.content.root: folder not found: {root!r}")
+        _no_extra(spec, "data.content")
+        return ContentDataset(root, size=size)
+    if kind == "synthetic":
+        from ..data.synthetic import SyntheticImageDataset
+
+        base = SyntheticImageDataset(
+            int(spec.pop("num_images", 1024)), tuple(spec.pop("image_size", [96, 96])), seed=int(spec.pop("seed", 0))
+        )
+        _no_extra(spec, "data.content")
+        return TwoViewDataset(base, size=size)
+    raise ConfigError(f"data.content.type must be 'imagefolder' or 'synthetic', got {kind!r}")
+
+
+def _no_extra(spec: dict, key: str) -> None:
+    if spec:
+        raise ConfigError(f"unknown key(s) {sorted(f'{key}.{k}' for k in spec)}")
+
+
+def build_content_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStream, int]:
+    """Return the content stream and the content dataset's length."""
+    from ..data.samplers import ResumableDistributedSampler
+
+    dataset = build_content_dataset(cfg)
+    batch = _per_rank(cfg.data.content_batch_size, dist, "data.content_batch_size")
+    if len(dataset) < cfg.data.content_batch_size:
+        raise ConfigError(
+            f"data.content holds {len(dataset)} images, fewer than one global batch ({cfg.data.content_batch_size})"
+        )
+    sampler = ResumableDistributedSampler(
+        len(dataset), shuffle=True, seed=cfg.run.seed, rank=dist.rank, world_size=dist.world_size, drop_last=True
+    )
+    stream = ResumableStream(
+        dataset, sampler, batch, cfg.run.seed, CONTENT_STREAM, num_workers=cfg.data.num_workers, pin_memory=True
+    )
+    return stream, len(dataset)
+
+
+def build_motion_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStream, int]:
+    """Return the frame-pair stream (each batch from one dataset) and its batches per epoch."""
+    from ..data.motion import build_motion_datasets
+    from ..data.samplers import GroupedBatchSampler
+
+    try:
+        datasets = build_motion_datasets([dict(s) for s in cfg.data.motion])
+    except (ValueError, FileNotFoundError, TypeError, KeyError) as exc:
+        raise ConfigError(f"data.motion: {exc}") from None
+    repeats = [d.repeat for d in datasets]
+    batch = _per_rank(cfg.data.motion_batch_size, dist, "data.motion_batch_size")
+    sampler = GroupedBatchSampler(
+        [len(d) for d in datasets], repeats, batch, seed=cfg.run.seed, rank=dist.rank, world_size=dist.world_size
+    )
+    stream = ResumableStream(
+        ConcatDataset(datasets),
+        sampler,
+        None,
+        cfg.run.seed,
+        MOTION_STREAM,
+        num_workers=cfg.data.num_workers,
+        pin_memory=True,
+    )
+    return stream, len(sampler)

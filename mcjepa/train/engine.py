@@ -1,0 +1,349 @@
+"""The training engine: one process on CPU or GPU, or many under ``torchrun`` (DDP).
+
+Responsibilities: build the model, optimiser, schedule and data streams from a
+:class:`~mcjepa.train.config.TrainConfig`; run the steps (bf16 autocast on CUDA, optional
+gradient clipping, non-finite steps skipped and counted); write atomic checkpoints every N steps
+and resume exactly; log JSON lines (and TensorBoard when installed) on rank 0; at the end,
+evaluate held-out synthetic EPE and export a safetensors release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import ModelConfig, model_config
+from ..model import MCJEPA
+from .checkpoint import capture_rng_state, latest_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .data import build_content_stream, build_motion_stream
+from .distributed import all_finite, init_distributed
+from .objective import MCJEPAObjective
+from .schedule import Schedule
+
+__all__ = ["TrainingDiverged", "Trainer", "build_model_config"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite losses in a row."""
+
+
+def build_model_config(cfg: TrainConfig) -> ModelConfig:
+    """The architecture: the named variant with the config's per-section overrides applied."""
+    base = model_config(cfg.model.variant)
+    try:
+        return replace(
+            base,
+            encoder=replace(base.encoder, **_tuples(cfg.model.encoder)),
+            flow_head=replace(base.flow_head, **_tuples(cfg.model.flow_head)),
+            expander=replace(base.expander, **_tuples(cfg.model.expander)),
+        )
+    except TypeError as exc:
+        raise ConfigError(f"model section: {exc}") from None
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+class Trainer:
+    """Runs one training job into ``run_dir``.
+
+    Args:
+        cfg: the validated training config.
+        run_dir: output folder (config, metrics, checkpoints, release).
+        resume: continue from the newest checkpoint in ``run_dir``.
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.dist, self.device = init_distributed(cfg.run.device)
+        if cfg.run.threads > 0:
+            torch.set_num_threads(cfg.run.threads)
+        self.use_bf16 = cfg.run.bf16 and self.device.type == "cuda"
+        torch.manual_seed(cfg.run.seed + self.dist.rank)
+
+        self.model_config = build_model_config(cfg)
+        model = MCJEPA(self.model_config, flow_head=True, expander=True).to(self.device)
+        if self.dist.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            # same initial weights everywhere
+            for p in model.state_dict().values():
+                dist.broadcast(p, src=0)
+        self.model = model
+        self.objective = MCJEPAObjective(model, cfg.loss)
+        self.ddp: nn.Module = self.objective
+        if self.dist.enabled:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.objective,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,  # content-only steps leave the flow head unused
+            )
+        o = cfg.optim
+        groups = [
+            {"params": list(model.encoder.parameters()), "base_lr": o.lr_encoder, "name": "encoder"},
+            {"params": list(model.flow_head.parameters()), "base_lr": o.lr_flow_head, "name": "flow_head"},
+            {"params": list(model.expander.parameters()), "base_lr": o.lr_expander, "name": "expander"},
+        ]
+        for g in groups:
+            g["lr"] = g["base_lr"]
+        self.optimizer = torch.optim.AdamW(groups, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+        self.content_stream = None
+        if cfg.schedule.content_enabled:
+            self.content_stream, content_len = build_content_stream(cfg, self.dist)
+        else:
+            content_len = 0
+        self.motion_stream = None
+        if cfg.schedule.motion_enabled:
+            self.motion_stream, motion_batches = build_motion_stream(cfg, self.dist)
+        else:
+            motion_batches = 0
+        steps = cfg.schedule.steps_per_epoch
+        if steps <= 0:
+            steps = content_len // cfg.data.content_batch_size if content_len else motion_batches
+        if steps <= 0:
+            raise ConfigError("schedule.steps_per_epoch resolved to 0: the content data is smaller than one batch")
+        self.schedule = Schedule(cfg, steps)
+        self.step = 0
+        self.nonfinite_total = 0
+        self.nonfinite_in_row = 0
+        self.baseline_metrics: dict[str, float] = {}
+        if resume:
+            self._resume()
+        elif self.dist.is_main and latest_checkpoint(self.run_dir) is not None:
+            raise ConfigError(f"{self.run_dir} already holds checkpoints: pass --resume, or choose a new --out")
+
+    # ------------------------------------------------------------------------------- state
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "format": "mcjepa-train-checkpoint-v1",
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": capture_rng_state(),
+            "content_stream": self.content_stream.state_dict() if self.content_stream else None,
+            "motion_stream": self.motion_stream.state_dict() if self.motion_stream else None,
+            "nonfinite_total": self.nonfinite_total,
+            "baseline_metrics": self.baseline_metrics,
+            "config": json.dumps(self.cfg.to_dict()),
+            "model_config": json.dumps(self.model_config.to_dict()),
+        }
+
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            raise ConfigError(f"--resume: no checkpoint found in {self.run_dir / 'checkpoints'}")
+        state = load_checkpoint(path, map_location=self.device)
+        if json.loads(state["model_config"]) != self.model_config.to_dict():
+            raise ConfigError(f"--resume: {path} was trained with a different model config")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.nonfinite_total = int(state["nonfinite_total"])
+        self.baseline_metrics = dict(state["baseline_metrics"])
+        if self.content_stream and state["content_stream"]:
+            self.content_stream.load_state_dict(state["content_stream"])
+        if self.motion_stream and state["motion_stream"]:
+            self.motion_stream.load_state_dict(state["motion_stream"])
+        restore_rng_state(state["rng"])
+        if self.dist.enabled:  # each rank draws its own dropout masks
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()) + self.dist.rank)
+        if self.dist.is_main:
+            tqdm.write(f"resumed from {path} at step {self.step}")
+
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0) and return its path."""
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint(self.run_dir, self.step, self._payload(), keep_last=self.cfg.run.keep_last)
+        if self.dist.enabled:
+            dist.barrier()
+        return path
+
+    # -------------------------------------------------------------------------------- step
+    def _set_lrs(self) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.schedule.lr(g["base_lr"], self.step)
+
+    def train_step(self) -> dict[str, float] | None:
+        """Run one optimisation step; return its loss components, or None if it was skipped."""
+        plan = self.schedule.plan(self.step)
+        self._set_lrs()
+        content = _to_device(next(self.content_stream), self.device) if plan.content and self.content_stream else None
+        frames = _to_device(next(self.motion_stream), self.device) if plan.motion and self.motion_stream else None
+        self.ddp.train()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else contextlib.nullcontext()
+        with autocast:
+            losses = self.ddp(content, frames, plan)
+        total = losses["total"]
+        if not all_finite(total):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_total += 1
+            self.nonfinite_in_row += 1
+            self.step += 1
+            if self.nonfinite_in_row >= self.cfg.run.max_nonfinite_in_row:
+                bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
+                raise TrainingDiverged(
+                    f"{self.nonfinite_in_row} non-finite losses in a row at step {self.step} "
+                    f"(non-finite components: {bad}; learning rates "
+                    f"{[round(g['lr'], 8) for g in self.optimizer.param_groups]}). Try a lower learning rate, "
+                    "optim.grad_clip > 0, or check the data for NaNs."
+                )
+            return None
+        total.backward()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_in_row = 0
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    # --------------------------------------------------------------------------------- run
+    def _write_config(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {
+            "train": self.cfg.to_dict(),
+            "model": self.model_config.to_dict(),
+            "world_size": self.dist.world_size,
+            "steps_per_epoch": self.schedule.steps_per_epoch,
+            "total_steps": self.schedule.total_steps,
+        }
+        (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+
+    def _evaluate_synthetic(self) -> dict[str, float]:
+        n = self.cfg.data.eval_synthetic_pairs
+        if n <= 0:
+            return {}
+        from .evaluate import synthetic_epe
+
+        return synthetic_epe(self.model, n, tuple(self.cfg.data.eval_synthetic_size), seed=10_000 + self.cfg.run.seed)
+
+    def fit(self, max_steps: int | None = None) -> dict[str, Any]:
+        """Train until the end of the schedule (or ``max_steps`` / ``run.max_steps``).
+
+        Returns a summary dict: steps, wall time, skipped steps, final losses and, when enabled,
+        held-out synthetic EPE of the untrained model, the trained model and zero flow.
+        """
+        main = self.dist.is_main
+        if main:
+            self._write_config()
+            if not self.baseline_metrics:
+                base = self._evaluate_synthetic()
+                self.baseline_metrics = {f"untrained_{k}": v for k, v in base.items()}
+        limit = self.schedule.total_steps
+        for cap in (max_steps, self.cfg.run.max_steps or None):
+            if cap:
+                limit = min(limit, cap)
+        writer = _maybe_tensorboard(self.run_dir) if main and self.cfg.run.tensorboard else None
+        log_path = self.run_dir / "metrics.jsonl"
+        bar = tqdm(total=limit, initial=self.step, disable=not main, desc="mcjepa-train", dynamic_ncols=True)
+        start, last = time.time(), None
+        while self.step < limit:
+            losses = self.train_step()
+            bar.update(1)
+            if losses is not None:
+                last = losses
+            if main and losses is not None and (self.step % self.cfg.run.log_every == 0 or self.step == limit):
+                record = {
+                    "step": self.step,
+                    "epoch": round(self.schedule.epoch(self.step), 4),
+                    "lr": {g["name"]: g["lr"] for g in self.optimizer.param_groups},
+                    "nonfinite_skipped": self.nonfinite_total,
+                    **losses,
+                }
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k in _SHOWN})
+                if writer is not None:
+                    for k, v in losses.items():
+                        writer.add_scalar(f"loss/{k}", v, self.step)
+            if self.cfg.run.checkpoint_every > 0 and self.step % self.cfg.run.checkpoint_every == 0:
+                self.save()
+        bar.close()
+        if self.cfg.run.checkpoint_every > 0 and (
+            latest_checkpoint(self.run_dir) is None or self.step % self.cfg.run.checkpoint_every
+        ):
+            self.save()
+        summary: dict[str, Any] = {
+            "steps": self.step,
+            "wall_time_s": round(time.time() - start, 2),
+            "nonfinite_skipped": self.nonfinite_total,
+            "last_losses": last,
+        }
+        if main:
+            summary.update(self.baseline_metrics)
+            summary.update({f"trained_{k}": v for k, v in self._evaluate_synthetic().items()})
+            if self.cfg.run.export_release and self.step >= self.schedule.total_steps:
+                summary["release"] = str(self._export())
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            if writer is not None:
+                writer.close()
+        if self.dist.enabled:
+            dist.barrier()
+        return summary
+
+    def _export(self) -> Path:
+        from ..weights import save_release
+
+        out = self.run_dir / "release"
+        metadata = {
+            "trained_on": self.cfg.name,
+            "steps": self.step,
+            "train_config": self.cfg.to_dict(),
+            "metrics": {k: v for k, v in self.baseline_metrics.items()},
+        }
+        model = copy.deepcopy(self.model).cpu()
+        if self.dist.enabled:
+            model = _revert_sync_bn(model)
+        save_release(model, out, components=("encoder", "flow_head"), metadata=metadata)
+        return out
+
+
+_SHOWN = ("total", "ssl", "motion", "reg", "rec")
+
+
+def _revert_sync_bn(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            bn = nn.BatchNorm1d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            bn.load_state_dict(child.state_dict())
+            setattr(module, name, bn)
+        else:
+            _revert_sync_bn(child)
+    return module
+
+
+def _maybe_tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def steps_to_epochs(steps: int, steps_per_epoch: int) -> float:
+    return steps / max(1, steps_per_epoch) if steps_per_epoch else math.nan

@@ -1,0 +1,104 @@
+"""The MC-JEPA training objective as one module, so that DDP sees a single ``forward``.
+
+``MCJEPAObjective(content_views, frames, plan)`` returns every loss component of the step:
+``alpha * (L_reg + L_rec + L_smooth + L_cycle + L_vc) + L_ssl`` (seed §4.5.7).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .. import losses as L
+from ..encoder import imagenet_normalize
+from ..model import MCJEPA
+from ..ops import backward_warp
+from .config import LossSection
+from .schedule import StepPlan
+
+__all__ = ["MCJEPAObjective"]
+
+
+def _fine_to_coarse(values: list[float]) -> list[float]:
+    return list(reversed(values))
+
+
+class MCJEPAObjective(nn.Module):
+    """Wraps an :class:`MCJEPA` (with expander) and computes the step's losses."""
+
+    def __init__(self, model: MCJEPA, loss_cfg: LossSection) -> None:
+        super().__init__()
+        if model.flow_head is None or model.expander is None:
+            raise ValueError("training needs a model with a flow head and an expander")
+        self.model = model
+        self.cfg = loss_cfg
+        self.reg_weights = _fine_to_coarse(loss_cfg.reg_weights_coarse_to_fine)
+        var_w = _fine_to_coarse(loss_cfg.vc_var_weights_coarse_to_fine)
+        cov_w = _fine_to_coarse(loss_cfg.vc_cov_weights_coarse_to_fine)
+        if loss_cfg.vc_mode == "last":  # Table 11 "last layer only": the stride-32 level alone
+            var_w = [0.0] * 5 + var_w[5:]
+            cov_w = [0.0] * 5 + cov_w[5:]
+        self.vc_var_weights, self.vc_cov_weights = var_w, cov_w
+
+    def content_losses(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
+        """VICReg on the expander outputs of two augmented views (normalised images)."""
+        b = view1.shape[0]
+        emb = self.model.encoder.forward_embedding(torch.cat((view1, view2), dim=0))
+        # the expander sees each view separately, as in VICReg (BatchNorm statistics per view)
+        z1, z2 = self.model.expander(emb[:b]), self.model.expander(emb[b:])
+        # vicreg_loss gathers across ranks itself for the variance/covariance terms (VICReg's code)
+        out = L.vicreg_loss(
+            z1, z2, inv_weight=self.cfg.vicreg_inv, var_weight=self.cfg.vicreg_var, cov_weight=self.cfg.vicreg_cov
+        )
+        return {"ssl": out["total"], "ssl_inv": out["inv"], "ssl_var": out["var"], "ssl_cov": out["cov"]}
+
+    def motion_losses(self, frame1: Tensor, frame2: Tensor, plan: StepPlan) -> dict[str, Tensor]:
+        """Self-supervised flow losses on a frame pair in [0, 1]."""
+        cfg = self.cfg
+        both = self.model.flow_both_ways(
+            imagenet_normalize(frame1), imagenet_normalize(frame2), detach_features=plan.detach_encoder_for_motion
+        )
+        fwd, bwd = both.forward, both.backward
+        feats1, feats2 = both.feats1, both.feats2
+        if plan.detach_encoder_for_motion:
+            feats1 = [f.detach() for f in feats1]
+            feats2 = [f.detach() for f in feats2]
+        warped2, inside = backward_warp(frame2, fwd.flow, return_mask=True)
+        mask = inside
+        level_masks = None
+        if cfg.occlusion_masking:
+            mask = mask * L.forward_backward_occlusion(fwd.flow, bwd.flow)
+            level_masks = [L.forward_backward_occlusion(f, b) for f, b in zip(fwd.level_flows, bwd.level_flows)]
+        out = {
+            "reg": L.feature_regression_loss(feats1, feats2, fwd.level_flows, fwd.levels, self.reg_weights),
+            "rec": L.photometric_loss(frame1, warped2, mask, l1=cfg.photo_l1, l2=cfg.photo_l2, ssim=cfg.photo_ssim),
+            "smooth": cfg.smooth_weight * L.smoothness_loss(fwd.flow, frame1, edge_factor=cfg.smooth_edge_factor),
+            "cycle": L.cycle_consistency_loss(
+                feats1, fwd.level_flows, bwd.level_flows, fwd.levels, level_masks, weight=cfg.cycle_weight
+            ),
+        }
+        if plan.vc:
+            out["vc"] = L.pyramid_vc_loss(
+                feats1, self.vc_var_weights, self.vc_cov_weights, max_samples=cfg.vc_max_samples
+            )
+        out["motion"] = sum(out.values())
+        return out
+
+    def forward(
+        self, content_views: tuple[Tensor, Tensor] | None, frames: tuple[Tensor, Tensor] | None, plan: StepPlan
+    ) -> dict[str, Tensor]:
+        """Return the loss components and ``total`` for one step; missing streams are skipped."""
+        out: dict[str, Tensor] = {}
+        total = None
+        if plan.content and content_views is not None:
+            out.update(self.content_losses(*content_views))
+            total = out["ssl"]
+        if plan.motion and frames is not None:
+            motion = self.motion_losses(*frames, plan)
+            out.update(motion)
+            weighted = self.cfg.alpha * motion["motion"]
+            total = weighted if total is None else total + weighted
+        if total is None:
+            raise RuntimeError("the step plan enables no stream with data")
+        out["total"] = total
+        return out

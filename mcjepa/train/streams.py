@@ -1,0 +1,140 @@
+"""Endless, resumable data streams over a DataLoader.
+
+Each stream remembers its epoch and how many items of that epoch the training loop has taken,
+so a checkpoint can record the exact data position. Every sample is produced under its own RNG
+seed, derived from (run seed, stream, epoch, position), so random augmentations are the same
+after a resume whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["PerSampleSeeded", "ResumableStream", "sample_seed"]
+
+
+def sample_seed(run_seed: int, stream: int, epoch: int, position: int) -> int:
+    """A 63-bit seed that is a fixed function of its arguments."""
+    x = (run_seed * 0x9E3779B1 + stream * 0x85EBCA77 + epoch * 0xC2B2AE3D + position * 0x27D4EB2F) & (2**63 - 1)
+    x ^= x >> 29
+    x = (x * 0xBF58476D1CE4E5B9) & (2**63 - 1)
+    return x ^ (x >> 32)
+
+
+class PerSampleSeeded(Dataset):
+    """Dataset wrapper whose items are addressed as ``(index, seed)``; the seed is applied to
+    torch, NumPy and Python's RNGs before the base dataset's ``__getitem__`` runs."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        return self.base[index]
+
+
+class _SeededIndices:
+    """Iterates a sampler (or batch sampler) from its start position, attaching seeds."""
+
+    def __init__(self, sampler: Any, run_seed: int, stream: int, epoch: int, start: int, batched: bool) -> None:
+        self.sampler, self.run_seed, self.stream = sampler, run_seed, stream
+        self.epoch, self.start, self.batched = epoch, start, batched
+
+    def __iter__(self) -> Iterator[Any]:
+        for k, item in enumerate(self.sampler):
+            pos = self.start + k
+            if self.batched:
+                yield [
+                    (i, sample_seed(self.run_seed, self.stream, self.epoch, pos * 100_003 + j))
+                    for j, i in enumerate(item)
+                ]
+            else:
+                yield (item, sample_seed(self.run_seed, self.stream, self.epoch, pos))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class ResumableStream:
+    """An endless iterator of batches with a checkpointable position.
+
+    Args:
+        dataset: the base dataset.
+        sampler: an object with ``set_epoch(e)``, ``set_start(k)`` and ``__iter__``; either a
+            per-sample sampler (then ``batch_size`` groups samples) or a batch sampler
+            (``batch_size=None``) yielding lists of indices.
+        batch_size: per-rank batch size for a per-sample sampler, None for a batch sampler.
+        run_seed: the run's seed; ``stream``: a small integer distinguishing the streams.
+        num_workers, pin_memory: DataLoader settings.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        sampler: Any,
+        batch_size: int | None,
+        run_seed: int,
+        stream: int,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        self.dataset = PerSampleSeeded(dataset)
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.run_seed, self.stream = run_seed, stream
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.epoch = 0
+        self.consumed = 0  # batches taken from this epoch
+        self._it: Iterator[Any] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+        self._it = None
+
+    def _start_epoch(self) -> None:
+        batched = self.batch_size is None
+        start_items = self.consumed if batched else self.consumed * self.batch_size
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.set_start(start_items)
+        indices = _SeededIndices(self.sampler, self.run_seed, self.stream, self.epoch, start_items, batched)
+        common = {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": False,
+        }
+        if batched:
+            loader = DataLoader(self.dataset, batch_sampler=indices, **common)
+        else:
+            loader = DataLoader(self.dataset, sampler=indices, batch_size=self.batch_size, drop_last=True, **common)
+        self._it = iter(loader)
+
+    def __iter__(self) -> ResumableStream:
+        return self
+
+    def __next__(self) -> Any:
+        for _ in range(2):
+            if self._it is None:
+                self._start_epoch()
+            try:
+                batch = next(self._it)  # type: ignore[arg-type]
+            except StopIteration:
+                self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
+                continue
+            self.consumed += 1
+            return batch
+        raise RuntimeError("the data stream produced no batch in a whole epoch: is the dataset smaller than a batch?")
