@@ -77,6 +77,9 @@ class LossSection:
     alpha: float = 0.1  # motion weight, seed §4.5.7
     # per-level feature regression weights, coarse -> fine, seed §4.5.1 / NOTES
     reg_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.1, 0.01])
+    # Average L_reg only over samples that land inside the image. Off by default: with it on,
+    # warping everything out of the frame zeroes the loss, a degenerate optimum we observed.
+    reg_mask_out_of_image: bool = False
     # photometric d = l2 * L2 + l1 * L1 + ssim * (1 - SSIM); the seed gives no values:
     # ARFlow's 0.15 L1 + 0.85 (1 - SSIM) / 2, i.e. ssim = 0.425 here, and no L2 (NOTES).
     photo_l1: float = 0.15

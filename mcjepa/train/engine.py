@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import time
@@ -88,7 +89,8 @@ class Trainer:
         self.model_config = build_model_config(cfg)
         model = MCJEPA(self.model_config, flow_head=True, expander=True).to(self.device)
         if self.dist.enabled:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.device.type == "cuda":  # PyTorch's SyncBatchNorm runs on GPUs only
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             # same initial weights everywhere
             for p in model.state_dict().values():
                 dist.broadcast(p, src=0)
@@ -157,7 +159,7 @@ class Trainer:
         if path is None:
             raise ConfigError(f"--resume: no checkpoint found in {self.run_dir / 'checkpoints'}")
         state = load_checkpoint(path, map_location=self.device)
-        if json.loads(state["model_config"]) != self.model_config.to_dict():
+        if json.loads(state["model_config"]) != json.loads(json.dumps(self.model_config.to_dict())):
             raise ConfigError(f"--resume: {path} was trained with a different model config")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -303,8 +305,20 @@ class Trainer:
             if writer is not None:
                 writer.close()
         if self.dist.enabled:
+            self._record_rank_hashes()
             dist.barrier()
         return summary
+
+    def _record_rank_hashes(self) -> None:
+        """Write every rank's parameter digest to ``rank_param_hashes.json`` (a DDP sanity check:
+        all ranks must hold identical parameters)."""
+        digest = hashlib.sha256()
+        for value in self.model.parameters():  # (BatchNorm running stats are per rank on CPU)
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        hashes: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(hashes, digest.hexdigest())
+        if self.dist.is_main:
+            (self.run_dir / "rank_param_hashes.json").write_text(json.dumps({str(i): h for i, h in enumerate(hashes)}))
 
     def _export(self) -> Path:
         from ..weights import save_release

@@ -70,7 +70,14 @@ class MCJEPAObjective(nn.Module):
             mask = mask * L.forward_backward_occlusion(fwd.flow, bwd.flow)
             level_masks = [L.forward_backward_occlusion(f, b) for f, b in zip(fwd.level_flows, bwd.level_flows)]
         out = {
-            "reg": L.feature_regression_loss(feats1, feats2, fwd.level_flows, fwd.levels, self.reg_weights),
+            "reg": L.feature_regression_loss(
+                feats1,
+                feats2,
+                fwd.level_flows,
+                fwd.levels,
+                self.reg_weights,
+                mask_out_of_image=cfg.reg_mask_out_of_image,
+            ),
             "rec": L.photometric_loss(frame1, warped2, mask, l1=cfg.photo_l1, l2=cfg.photo_l2, ssim=cfg.photo_ssim),
             "smooth": cfg.smooth_weight * L.smoothness_loss(fwd.flow, frame1, edge_factor=cfg.smooth_edge_factor),
             "cycle": L.cycle_consistency_loss(

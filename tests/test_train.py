@@ -1,0 +1,189 @@
+"""Training: config loading and errors, LR schedule and phase switches, exact resume, torchrun."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mcjepa.train.config import ConfigError, TrainConfig, available_configs, load_config
+from mcjepa.train.engine import Trainer
+from mcjepa.train.schedule import Schedule
+
+# a tiny, fast version of the demo for tests: 12 steps, motion from step 4, L_vc from step 8
+TINY = [
+    "schedule.epochs=3",
+    "schedule.steps_per_epoch=4",
+    "schedule.motion_start_epoch=1",
+    "schedule.vc_start_epoch=2",
+    "optim.warmup_epochs=1",
+    "data.content_batch_size=8",
+    "data.motion_batch_size=2",
+    "data.eval_synthetic_pairs=0",
+    'data.content={type = "synthetic", num_images = 64, image_size = [48, 48], size = 32}',
+    'data.motion=[{name = "synthetic", num_pairs = 64, size = [32, 48], seed = 1}]',
+    "run.checkpoint_every=4",
+    "run.log_every=1",
+    "run.threads=1",
+    "run.export_release=false",
+]
+
+
+def test_shipped_configs_load_and_paper_values_are_the_seeds():
+    assert {"paper", "demo", "video-demo"} <= set(available_configs())
+    paper = load_config("paper")
+    assert paper.optim.lr_encoder == 3e-4 and paper.optim.lr_flow_head == 1e-4
+    assert paper.optim.end_lr == 3e-8 and paper.optim.weight_decay == 1e-6
+    assert paper.schedule.epochs == 100 and paper.schedule.motion_start_epoch == 10
+    assert paper.schedule.vc_start_epoch == 11 and paper.loss.alpha == 0.1
+    assert paper.data.content_batch_size == 384 and paper.data.motion_batch_size == 8
+    assert paper.loss.reg_weights_coarse_to_fine == [1.0, 1.0, 1.0, 1.0, 0.1, 0.01]
+    assert paper.loss.vc_var_weights_coarse_to_fine == [0.01, 0.01, 0.01, 0.01, 0.001, 0.0001]
+    assert paper.loss.vc_cov_weights_coarse_to_fine == [0.04, 0.04, 0.001, 0.0, 0.0, 0.0]
+    assert (paper.loss.vicreg_inv, paper.loss.vicreg_var, paper.loss.vicreg_cov) == (1.0, 25.0, 1.0)
+    assert paper.loss.smooth_edge_factor == 75.0 and paper.loss.cycle_weight == 0.2
+    # the dataclass defaults are the paper's numbers too
+    defaults = TrainConfig()
+    assert defaults.loss == paper.loss and defaults.optim == paper.optim
+
+
+def test_bad_configs_fail_at_start_with_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="optim.bogus"):
+        load_config("demo", ["optim.bogus=1"])
+    with pytest.raises(ConfigError, match="optim.lr_encoder: expected a number"):
+        load_config("demo", ['optim.lr_encoder="fast"'])
+    with pytest.raises(ConfigError, match="schedule.sampling"):
+        load_config("demo", ['schedule.sampling="sometimes"'])
+    with pytest.raises(ConfigError, match="run.checkpoint_every: expected an integer"):
+        load_config("demo", ["run.checkpoint_every=1.5"])
+    with pytest.raises(ConfigError, match="unknown config"):
+        load_config("no-such-config")
+    missing = tmp_path / "nope"
+    cfg = load_config("demo", [f'data.content={{type = "imagefolder", root = "{missing}"}}'])
+    with pytest.raises(ConfigError, match="data.content.root: folder not found"):
+        Trainer(cfg, tmp_path / "run")
+    cfg = load_config("demo", [f'data.motion=[{{name = "sintel", root = "{missing}", crop = [32, 32]}}]'])
+    with pytest.raises(ConfigError, match=r"data.motion.*\[0\].*root"):
+        Trainer(cfg, tmp_path / "run2")
+
+
+def test_lr_schedule_warmup_then_cosine_to_end_lr():
+    cfg = load_config("paper", ["schedule.steps_per_epoch=10"])
+    s = Schedule(cfg, 10)
+    assert s.total_steps == 1000 and s.warmup_steps == 100
+    assert s.lr(3e-4, 0) == pytest.approx(3e-6)
+    assert s.lr(3e-4, 49) == pytest.approx(1.5e-4)
+    assert s.lr(3e-4, 99) == pytest.approx(3e-4)
+    assert s.lr(3e-4, 100) == pytest.approx(3e-4)
+    for k in (100, 550, 900):
+        expected = 3e-8 + (3e-4 - 3e-8) * 0.5 * (1 + math.cos(math.pi * (k - 100) / 899))
+        assert s.lr(3e-4, k) == pytest.approx(expected, rel=1e-9)
+    assert s.lr(3e-4, 550) == pytest.approx((3e-4 + 3e-8) / 2, rel=2e-3)  # half-way down the cosine
+    assert s.lr(3e-4, 999) == pytest.approx(3e-8)
+    assert all(s.lr(1e-4, k) >= s.lr(1e-4, k + 1) for k in range(100, 999))
+
+
+def test_phase_switches_at_the_right_steps():
+    cfg = load_config("paper", ["schedule.steps_per_epoch=10"])
+    s = Schedule(cfg, 10)
+    assert not s.plan(99).motion and s.plan(99).content  # epochs 0-9: VICReg only
+    assert s.plan(100).motion and s.plan(100).content and not s.plan(100).vc  # epoch 10: + motion
+    assert not s.plan(109).vc and s.plan(110).vc  # epoch 11: + L_vc
+    alt = Schedule(load_config("paper", ['schedule.sampling="batch_alternation"']), 10)
+    assert [alt.plan(k).motion for k in range(100, 104)] == [True, False, True, False]
+    assert [alt.plan(k).content for k in range(100, 104)] == [False, True, False, True]
+    ep = Schedule(load_config("paper", ['schedule.sampling="epoch_alternation"']), 10)
+    assert ep.plan(105).motion and not ep.plan(105).content
+    assert ep.plan(115).content and not ep.plan(115).motion
+    off = Schedule(load_config("paper", ['loss.vc_mode="off"']), 10)
+    assert not off.plan(500).vc
+    frozen = Schedule(load_config("paper", ['schedule.sampling="frozen_encoder_flow"']), 10)
+    assert frozen.plan(500).detach_encoder_for_motion
+
+
+def _params(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_interrupt_and_resume_reaches_the_same_parameters(tmp_path):
+    cfg = load_config("demo", TINY)
+    full = Trainer(cfg, tmp_path / "full")
+    full.fit()
+    assert full.step == 12
+    reference = _params(full)
+    records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert "ssl" in records[0] and "motion" not in records[0]  # phase 1: content only
+    assert "motion" in records[5] and "vc" not in records[5]  # phase 2 before L_vc
+    assert "vc" in records[-1]  # after the VC warm-up
+
+    first = Trainer(cfg, tmp_path / "split")
+    first.fit(max_steps=6)
+    del first
+    # simulate a crash after step 6: only the periodic checkpoint of step 4 survives
+    (tmp_path / "split" / "checkpoints" / "ckpt_000000006.pt").unlink()
+    resumed = Trainer(cfg, tmp_path / "split", resume=True)
+    assert resumed.step == 4  # at most the checkpoint interval is lost
+    resumed.fit()
+    assert resumed.step == 12
+    for key, value in _params(resumed).items():
+        assert torch.equal(value, reference[key]), key
+    # checkpoints are pruned to keep_last and no temporary file is left behind
+    ckpts = sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir())
+    assert ckpts == ["ckpt_000000008.pt", "ckpt_000000012.pt"]
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
+    cfg = load_config("demo", TINY)
+    Trainer(cfg, tmp_path / "run").fit(max_steps=4)
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(cfg, tmp_path / "run")
+
+
+def test_nonfinite_losses_are_skipped_then_diagnosed(tmp_path):
+    from mcjepa.train.engine import TrainingDiverged
+
+    cfg = load_config("demo", [*TINY, "run.max_nonfinite_in_row=3"])
+    trainer = Trainer(cfg, tmp_path / "nan")
+    with torch.no_grad():
+        trainer.model.expander.layers[0].weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="3 non-finite losses in a row"):
+        trainer.fit()
+    assert trainer.nonfinite_total == 3
+
+
+def test_torchrun_two_processes_keep_identical_parameters(tmp_path):
+    out = tmp_path / "ddp"
+    sets = [a for s in TINY for a in ("--set", s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29731",
+        "-m",
+        "mcjepa.cli.train",
+        "--config",
+        "demo",
+        "--out",
+        str(out),
+        *sets,
+        "--set",
+        "schedule.epochs=2",
+        "--set",
+        "run.checkpoint_every=8",
+        "--set",
+        "data.content_batch_size=8",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(out / "checkpoints" / "ckpt_000000008.pt", weights_only=True)
+    # each rank saved a parameter hash; the ranks must agree
+    hashes = json.loads((out / "rank_param_hashes.json").read_text())
+    assert len(hashes) == 2 and hashes["0"] == hashes["1"]
+    assert state["step"] == 8
