@@ -194,9 +194,9 @@ class FlowHead(nn.Module):
             cost = F.leaky_relu(local_correlation(a, t, cfg.max_displacement), cfg.leaky_relu_slope)
             x = torch.cat((cost, self.reducers[i](src), flow_up), dim=1)
             feat, residual = self.decoder(x)
-            flow = flow_up + residual
+            flow = flow_up + residual * cfg.flow_output_scale
             if self.context is not None:
-                flow = flow + self.context(torch.cat((feat, flow), dim=1))
+                flow = flow + self.context(torch.cat((feat, flow), dim=1)) * cfg.flow_output_scale
             flow = flow.clamp(-cfg.flow_clip, cfg.flow_clip)
             per_level.append(flow)
         assert flow is not None

@@ -1,0 +1,1 @@
+"""Benchmarks: flow inference vs RAFT, resolution scaling, training step, correlation/warp ops."""
