@@ -34,7 +34,7 @@ from torchvision.utils import flow_to_image
 from .encoder import MIN_INPUT_SIZE, imagenet_normalize
 from .flow_io import read_flo, read_kitti_flow, write_flo, write_kitti_flow
 from .model import MCJEPA, build_model
-from .ops import backward_warp
+from .ops import backward_warp, flow_validity_mask
 
 __all__ = [
     "MIN_SIZE",
@@ -336,8 +336,8 @@ def occlusion_mask(
         raise ValueError(
             f"flow_fwd and flow_bwd must have the same shape, got {tuple(flow_fwd.shape)} and {tuple(flow_bwd.shape)}"
         )
-    b_at, inside = backward_warp(b.to(f.device), f, return_mask=True)
-    mismatch = (f + b_at).square().sum(1, keepdim=True)
-    magnitude = f.square().sum(1, keepdim=True) + b_at.square().sum(1, keepdim=True)
-    occluded = (mismatch > alpha1 * magnitude + alpha2) | (inside < 0.5)
+    from .losses import forward_backward_occlusion  # the training-side check: one formula
+
+    consistent = forward_backward_occlusion(f, b.to(f.device), alpha1=alpha1, alpha2=alpha2)
+    occluded = (consistent < 0.5) | (flow_validity_mask(f) < 0.5)
     return occluded if batched else occluded[0]

@@ -13,7 +13,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -357,7 +356,3 @@ def _maybe_tensorboard(run_dir: Path) -> Any:
     except ImportError:
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def steps_to_epochs(steps: int, steps_per_epoch: int) -> float:
-    return steps / max(1, steps_per_epoch) if steps_per_epoch else math.nan
