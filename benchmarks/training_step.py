@@ -154,8 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows: list[dict[str, Any]] = []
     for mode in args.modes:
+        motion = mode != "content"
         plan = StepPlan(
-            content=mode != "motion", motion=mode != "content", vc=mode != "content", detach_encoder_for_motion=False
+            content=mode != "motion", motion=motion, vc=motion, occlusion=motion, detach_encoder_for_motion=False
         )
         content = views if plan.content else None
         motion = frames if plan.motion else None

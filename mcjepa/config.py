@@ -61,12 +61,15 @@ class FlowHeadConfig:
     # runs at. 0 = stride 2 (the paper); 1 = stride 4 as in PWC-Net, ~4x cheaper.
     finest_level: int = 0
     leaky_relu_slope: float = 0.1  # (PWC-Net / PWC-Lite)
-    # Pixels of flow per unit of the decoder's and context network's outputs. With LayerNorm
-    # every output conv sees O(1) activations, so Adam's first updates (about lr per weight, all
-    # pulling one way) move a 1.0-scaled residual by pixels per level, and the coarse-to-fine sum
-    # explodes to tens of pixels within a step (observed). 0.05 is PWC-Net's 1/20 flow scaling;
-    # the paper does not say which scaling it used.
-    flow_output_scale: float = 0.05
+    # Input-image pixels of flow per unit of the decoder's and context network's outputs, the
+    # same at every level (a level of stride s adds ``output * flow_output_scale / s`` pixels of
+    # that level), as in PWC-Net, whose 1/20 flow scaling makes one unit 20 px at every level.
+    # The paper does not give its scaling. Two observations fixed this value: an unscaled
+    # residual (1 level-pixel per unit) explodes to tens of pixels on Adam's first steps, and
+    # a per-level constant (the same level-pixels per unit everywhere) lets the stride-32 level
+    # move the full-resolution flow 16x faster than the stride-2 level, which stalls learning
+    # (README "Measured" has the runs).
+    flow_output_scale: float = 0.5
 
     def __post_init__(self) -> None:
         if self.feature_normalization not in ("standardize", "l2", "none"):

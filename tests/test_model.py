@@ -86,6 +86,33 @@ def test_flow_is_clipped():
     assert all(f.abs().max() <= 0.5 for f in out.level_flows)
 
 
+@pytest.mark.parametrize("finest_level", [0, 1])
+def test_output_scaling_is_the_same_in_input_pixels_at_every_level(finest_level):
+    """One unit of decoder output adds ``flow_output_scale`` input-image pixels at any level:
+    a constant unit residual (bias only) gives ``levels * scale`` pixels of u everywhere."""
+    from dataclasses import replace
+
+    cfg = model_config("micro")
+    cfg = replace(cfg, flow_head=replace(cfg.flow_head, finest_level=finest_level, flow_output_scale=0.5))
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.flow_head.decoder.predict_flow.bias.copy_(torch.tensor([1.0, 0.0]))
+        out = model.estimate_flow(torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96))
+    n = len(out.levels)
+    torch.testing.assert_close(out.flow[:, 0], torch.full((1, 64, 96), 0.5 * n))
+    torch.testing.assert_close(out.flow[:, 1], torch.zeros(1, 64, 96))
+    for level, flow in zip(out.levels, out.level_flows):  # in pixels of each level
+        stride = cfg.encoder.pyramid_strides[level]
+        torch.testing.assert_close(flow[:, 0], torch.full_like(flow[:, 0], 0.5 * (n - (level - finest_level)) / stride))
+
+
+def test_flow_head_rejects_mismatched_strides():
+    from mcjepa.flow_head import FlowHead
+
+    with pytest.raises(ValueError, match="pyramid_strides"):
+        FlowHead(FlowHeadConfig(), (8, 16, 32), (2, 4))
+
+
 def test_finest_level_knob_stops_at_stride_4():
     cfg = model_config("micro")
     cfg = ModelConfig(

@@ -61,6 +61,11 @@ class ScheduleSection:
     steps_per_epoch: int = 0  # 0: one pass over the content data per epoch
     motion_start_epoch: float = 10.0  # phase 2 starts, seed §5 / Algorithm 3
     vc_start_epoch: float = 11.0  # L_vc one epoch after motion starts, seed §4.6 / Table 11
+    # Forward-backward occlusion masking switches on at this epoch (never before motion starts).
+    # The seed masks from the start (0). Early on, an untrained head predicts nearly the same
+    # flow both ways (f ~ b instead of f ~ -b), so the check marks every pixel occluded and
+    # L_rec / L_cycle vanish; UnFlow and ARFlow also train their first stage without it.
+    occlusion_start_epoch: float = 0.0
     # Table 5: how the two streams share iterations.
     #   combined: both losses every iteration, summed before one backward (the paper's choice)
     #   batch_alternation: iterations alternate between a content and a motion step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch.utils.data import ConcatDataset
 
 from .config import ConfigError, TrainConfig
@@ -19,6 +20,11 @@ def _per_rank(global_batch: int, dist: DistInfo, key: str) -> int:
     if global_batch % dist.world_size:
         raise ConfigError(f"{key}={global_batch} is not divisible by the {dist.world_size} processes")
     return global_batch // dist.world_size
+
+
+def _pin_memory() -> bool:
+    """Pinned host memory speeds host-to-GPU copies; without CUDA it only earns a warning."""
+    return torch.cuda.is_available()
 
 
 def build_content_dataset(cfg: TrainConfig):
@@ -64,7 +70,13 @@ def build_content_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStr
         len(dataset), shuffle=True, seed=cfg.run.seed, rank=dist.rank, world_size=dist.world_size, drop_last=True
     )
     stream = ResumableStream(
-        dataset, sampler, batch, cfg.run.seed, CONTENT_STREAM, num_workers=cfg.data.num_workers, pin_memory=True
+        dataset,
+        sampler,
+        batch,
+        cfg.run.seed,
+        CONTENT_STREAM,
+        num_workers=cfg.data.num_workers,
+        pin_memory=_pin_memory(),
     )
     return stream, len(dataset)
 
@@ -90,6 +102,6 @@ def build_motion_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStre
         cfg.run.seed,
         MOTION_STREAM,
         num_workers=cfg.data.num_workers,
-        pin_memory=True,
+        pin_memory=_pin_memory(),
     )
     return stream, len(sampler)

@@ -66,7 +66,7 @@ class MCJEPAObjective(nn.Module):
         warped2, inside = backward_warp(frame2, fwd.flow, return_mask=True)
         mask = inside
         level_masks = None
-        if cfg.occlusion_masking:
+        if plan.occlusion:
             mask = mask * L.forward_backward_occlusion(fwd.flow, bwd.flow)
             level_masks = [L.forward_backward_occlusion(f, b) for f, b in zip(fwd.level_flows, bwd.level_flows)]
         out = {

@@ -17,6 +17,7 @@ class StepPlan:
     content: bool  # compute L_ssl on a content batch
     motion: bool  # compute the motion losses on a frame-pair batch
     vc: bool  # include L_vc in the motion losses
+    occlusion: bool  # mask L_rec and L_cycle with the forward-backward occlusion check
     detach_encoder_for_motion: bool  # "flow estimator only": motion gradients stop at the features
 
 
@@ -64,9 +65,11 @@ class Schedule:
                 motion = epochs_in_phase % 2 == 0
                 content = not motion
         vc = motion and self.cfg.loss.vc_mode != "off" and epoch >= s.vc_start_epoch
+        occlusion = motion and self.cfg.loss.occlusion_masking and epoch >= s.occlusion_start_epoch
         return StepPlan(
             content=content,
             motion=motion,
             vc=vc,
+            occlusion=occlusion,
             detach_encoder_for_motion=s.sampling == "frozen_encoder_flow",
         )
