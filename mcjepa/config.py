@@ -62,14 +62,13 @@ class FlowHeadConfig:
     finest_level: int = 0
     leaky_relu_slope: float = 0.1  # (PWC-Net / PWC-Lite)
     # Input-image pixels of flow per unit of the decoder's and context network's outputs, the
-    # same at every level (a level of stride s adds ``output * flow_output_scale / s`` pixels of
-    # that level), as in PWC-Net, whose 1/20 flow scaling makes one unit 20 px at every level.
-    # The paper does not give its scaling. Two observations fixed this value: an unscaled
-    # residual (1 level-pixel per unit) explodes to tens of pixels on Adam's first steps, and
-    # a per-level constant (the same level-pixels per unit everywhere) lets the stride-32 level
-    # move the full-resolution flow 16x faster than the stride-2 level, which stalls learning
-    # (README "Measured" has the runs).
-    flow_output_scale: float = 0.5
+    # same at every level (a level of stride s adds ``output * output_pixels_per_unit / s`` of its
+    # own pixels), as PWC-Net's 1/20 flow scaling makes one unit 20 px at every level. The paper
+    # does not give its scaling. What fixed this value: an unscaled residual (1 level pixel per
+    # unit) explodes to tens of pixels on Adam's first steps, and the same level-pixel scale at
+    # every level lets the stride-32 level move the full-resolution flow 16x faster than the
+    # stride-2 level, which stalled learning in our CPU runs (README "Measured").
+    output_pixels_per_unit: float = 0.5
 
     def __post_init__(self) -> None:
         if self.feature_normalization not in ("standardize", "l2", "none"):

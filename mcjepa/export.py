@@ -187,6 +187,7 @@ def _train_summary_lines(train: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"- Schedule: {sched.get('epochs')} epochs of {sched.get('steps_per_epoch') or 'one pass'} steps, "
             f"motion from epoch {sched.get('motion_start_epoch')}, L_vc from epoch {sched.get('vc_start_epoch')}, "
+            f"occlusion mask from epoch {sched.get('occlusion_start_epoch', 0)}, "
             f"sampling `{sched.get('sampling')}`"
         )
     optim = train.get("optim", {}) or {}

@@ -103,28 +103,19 @@ class FlowHead(nn.Module):
         config: the flow head's :class:`FlowHeadConfig`.
         pyramid_channels: channels of each pyramid level, fine to coarse (the encoder's
             ``feature_info`` ``num_chs``).
-        pyramid_strides: stride of each level relative to the input image, fine to coarse (the
-            encoder's ``feature_info`` ``reduction``); sets each level's output scaling.
     """
 
-    def __init__(
-        self, config: FlowHeadConfig | None, pyramid_channels: tuple[int, ...], pyramid_strides: tuple[int, ...]
-    ) -> None:
+    def __init__(self, config: FlowHeadConfig | None, pyramid_channels: tuple[int, ...]) -> None:
         super().__init__()
         cfg = config or FlowHeadConfig()
         if not 0 <= cfg.finest_level < len(pyramid_channels):
             raise ValueError(f"finest_level must be in [0, {len(pyramid_channels) - 1}], got {cfg.finest_level}")
         if len(cfg.context_widths) != len(cfg.context_dilations):
             raise ValueError("context_widths and context_dilations must have the same length")
-        if len(pyramid_strides) != len(pyramid_channels) or min(pyramid_strides) < 1:
-            raise ValueError(
-                f"pyramid_strides must give one stride >= 1 per level ({len(pyramid_channels)}), got {pyramid_strides}"
-            )
-        if cfg.flow_output_scale <= 0:
-            raise ValueError(f"flow_output_scale must be > 0 pixels per unit, got {cfg.flow_output_scale}")
+        if cfg.output_pixels_per_unit <= 0:
+            raise ValueError(f"output_pixels_per_unit must be > 0, got {cfg.output_pixels_per_unit}")
         self.config = cfg
         self.pyramid_channels = tuple(pyramid_channels)
-        self.pyramid_strides = tuple(int(s) for s in pyramid_strides)
         reduced = cfg.width(cfg.reduced_channels)
         # one 1x1 reduction per pyramid level so that a single decoder serves every level
         self.reducers = nn.ModuleList(nn.Conv2d(c, reduced, 1) for c in self.pyramid_channels)
@@ -205,7 +196,11 @@ class FlowHead(nn.Module):
             cost = F.leaky_relu(local_correlation(a, t, cfg.max_displacement), cfg.leaky_relu_slope)
             x = torch.cat((cost, self.reducers[i](src), flow_up), dim=1)
             feat, residual = self.decoder(x)
-            scale = cfg.flow_output_scale / self.pyramid_strides[i]  # pixels of this level per unit
+            # one output unit = output_pixels_per_unit input pixels, i.e. this many level pixels
+            # per axis (the exact size ratio, as upsample_flow uses, so u and v agree at any size)
+            unit = cfg.output_pixels_per_unit
+            scale = torch.tensor((unit * w / image_size[1], unit * h / image_size[0]), device=src.device)
+            scale = scale.to(src.dtype).view(1, 2, 1, 1)
             flow = flow_up + residual * scale
             if self.context is not None:
                 flow = flow + self.context(torch.cat((feat, flow), dim=1)) * scale

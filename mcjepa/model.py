@@ -57,11 +57,7 @@ class MCJEPA(nn.Module):
         super().__init__()
         self.config = config or model_config()
         self.encoder = ConvNeXtPyramid(self.config.encoder)
-        self.flow_head = (
-            FlowHead(self.config.flow_head, self.config.encoder.pyramid_channels, self.config.encoder.pyramid_strides)
-            if flow_head
-            else None
-        )
+        self.flow_head = FlowHead(self.config.flow_head, self.config.encoder.pyramid_channels) if flow_head else None
         self.expander = Expander(self.config.expander) if expander else None
         if expander and self.config.expander.dims[0] != self.encoder.num_features:
             raise ValueError(

@@ -86,31 +86,28 @@ def test_flow_is_clipped():
     assert all(f.abs().max() <= 0.5 for f in out.level_flows)
 
 
-@pytest.mark.parametrize("finest_level", [0, 1])
-def test_output_scaling_is_the_same_in_input_pixels_at_every_level(finest_level):
-    """One unit of decoder output adds ``flow_output_scale`` input-image pixels at any level:
-    a constant unit residual (bias only) gives ``levels * scale`` pixels of u everywhere."""
+@pytest.mark.parametrize(("finest_level", "size"), [(0, (64, 96)), (1, (64, 96)), (0, (48, 80))])
+def test_output_unit_is_the_same_in_input_pixels_at_every_level(finest_level, size):
+    """One unit of decoder (or context network) output adds ``output_pixels_per_unit`` input
+    pixels at any level and on both axes, also when H, W are not multiples of 32: a constant
+    residual of one unit (u) from the decoder and one (v) from the context network gives
+    ``levels * 0.5`` pixels of u and of v everywhere."""
     from dataclasses import replace
 
     cfg = model_config("micro")
-    cfg = replace(cfg, flow_head=replace(cfg.flow_head, finest_level=finest_level, flow_output_scale=0.5))
+    cfg = replace(cfg, flow_head=replace(cfg.flow_head, finest_level=finest_level, output_pixels_per_unit=0.5))
     model = build_model(cfg).eval()
     with torch.no_grad():
         model.flow_head.decoder.predict_flow.bias.copy_(torch.tensor([1.0, 0.0]))
-        out = model.estimate_flow(torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96))
+        model.flow_head.context.layers[-1].bias.copy_(torch.tensor([0.0, 1.0]))
+        out = model.estimate_flow(torch.randn(1, 3, *size), torch.randn(1, 3, *size))
     n = len(out.levels)
-    torch.testing.assert_close(out.flow[:, 0], torch.full((1, 64, 96), 0.5 * n))
-    torch.testing.assert_close(out.flow[:, 1], torch.zeros(1, 64, 96))
+    torch.testing.assert_close(out.flow, torch.full((1, 2, *size), 0.5 * n))
     for level, flow in zip(out.levels, out.level_flows):  # in pixels of each level
-        stride = cfg.encoder.pyramid_strides[level]
-        torch.testing.assert_close(flow[:, 0], torch.full_like(flow[:, 0], 0.5 * (n - (level - finest_level)) / stride))
-
-
-def test_flow_head_rejects_mismatched_strides():
-    from mcjepa.flow_head import FlowHead
-
-    with pytest.raises(ValueError, match="pyramid_strides"):
-        FlowHead(FlowHeadConfig(), (8, 16, 32), (2, 4))
+        h, w = flow.shape[-2:]
+        coarser = n - (level - finest_level)  # levels from the coarsest down to this one
+        torch.testing.assert_close(flow[:, 0], torch.full((1, h, w), 0.5 * coarser * w / size[1]))
+        torch.testing.assert_close(flow[:, 1], torch.full((1, h, w), 0.5 * coarser * h / size[0]))
 
 
 def test_finest_level_knob_stops_at_stride_4():

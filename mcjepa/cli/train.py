@@ -11,6 +11,7 @@ from ..train.config import ConfigError, available_configs, load_config
 EPILOG = """\
 examples:
   mcjepa-train --config demo --out runs/demo              # embedded data, CPU, a few minutes
+  mcjepa-train --config flow-demo --out runs/flow         # self-supervised flow alone, ~1 minute
   mcjepa-train --config demo --out runs/demo --resume     # continue after an interruption
   mcjepa-train --config paper --out runs/paper \\
       --set data.content.root=/data/imagenet/train --set data.motion[0].root=...   (see README)

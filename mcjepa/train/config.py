@@ -61,10 +61,11 @@ class ScheduleSection:
     steps_per_epoch: int = 0  # 0: one pass over the content data per epoch
     motion_start_epoch: float = 10.0  # phase 2 starts, seed §5 / Algorithm 3
     vc_start_epoch: float = 11.0  # L_vc one epoch after motion starts, seed §4.6 / Table 11
-    # Forward-backward occlusion masking switches on at this epoch (never before motion starts).
-    # The seed masks from the start (0). Early on, an untrained head predicts nearly the same
-    # flow both ways (f ~ b instead of f ~ -b), so the check marks every pixel occluded and
-    # L_rec / L_cycle vanish; UnFlow and ARFlow also train their first stage without it.
+    # Forward-backward occlusion masking of L_rec and L_cycle switches on at this epoch (never
+    # before motion starts; loss.occlusion_masking = false turns it off). The seed masks from the
+    # start (0). Early in training a head predicts nearly the same flow both ways (f ~ b instead
+    # of f ~ -b), the check then marks every pixel occluded and both terms vanish (observed in
+    # the CPU demo); UFlow likewise switches its occlusion masks on after a number of steps.
     occlusion_start_epoch: float = 0.0
     # Table 5: how the two streams share iterations.
     #   combined: both losses every iteration, summed before one backward (the paper's choice)
@@ -93,7 +94,7 @@ class LossSection:
     smooth_weight: float = 1.0  # weight of L_smooth in the motion sum (seed: unweighted)
     smooth_edge_factor: float = 75.0  # lambda in exp(-lambda |grad I|), seed §4.5.3
     cycle_weight: float = 0.2  # seed §4.5.4
-    occlusion_masking: bool = True  # mask photometric + cycle terms by fwd-bwd occlusion
+    occlusion_masking: bool = True  # mask L_rec and L_cycle by fwd-bwd occlusion (from occlusion_start_epoch)
     vc_mode: str = "all"  # Table 11: all levels, last level only, or off
     # per-level VC weights, coarse -> fine, seed §4.5.5 / NOTES
     vc_var_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [0.01, 0.01, 0.01, 0.01, 0.001, 0.0001])

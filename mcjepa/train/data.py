@@ -22,9 +22,17 @@ def _per_rank(global_batch: int, dist: DistInfo, key: str) -> int:
     return global_batch // dist.world_size
 
 
-def _pin_memory() -> bool:
-    """Pinned host memory speeds host-to-GPU copies; without CUDA it only earns a warning."""
-    return torch.cuda.is_available()
+def _stream(cfg: TrainConfig, dataset, sampler, batch_size: int | None, stream_id: int) -> ResumableStream:
+    """A resumable loader; host memory is pinned only with CUDA (elsewhere it only earns a warning)."""
+    return ResumableStream(
+        dataset,
+        sampler,
+        batch_size,
+        cfg.run.seed,
+        stream_id,
+        num_workers=cfg.data.num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def build_content_dataset(cfg: TrainConfig):
@@ -69,16 +77,7 @@ def build_content_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStr
     sampler = ResumableDistributedSampler(
         len(dataset), shuffle=True, seed=cfg.run.seed, rank=dist.rank, world_size=dist.world_size, drop_last=True
     )
-    stream = ResumableStream(
-        dataset,
-        sampler,
-        batch,
-        cfg.run.seed,
-        CONTENT_STREAM,
-        num_workers=cfg.data.num_workers,
-        pin_memory=_pin_memory(),
-    )
-    return stream, len(dataset)
+    return _stream(cfg, dataset, sampler, batch, CONTENT_STREAM), len(dataset)
 
 
 def build_motion_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStream, int]:
@@ -95,13 +94,4 @@ def build_motion_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStre
     sampler = GroupedBatchSampler(
         [len(d) for d in datasets], repeats, batch, seed=cfg.run.seed, rank=dist.rank, world_size=dist.world_size
     )
-    stream = ResumableStream(
-        ConcatDataset(datasets),
-        sampler,
-        None,
-        cfg.run.seed,
-        MOTION_STREAM,
-        num_workers=cfg.data.num_workers,
-        pin_memory=_pin_memory(),
-    )
-    return stream, len(sampler)
+    return _stream(cfg, ConcatDataset(datasets), sampler, None, MOTION_STREAM), len(sampler)

@@ -65,10 +65,11 @@ class MCJEPAObjective(nn.Module):
             feats2 = [f.detach() for f in feats2]
         warped2, inside = backward_warp(frame2, fwd.flow, return_mask=True)
         mask = inside
-        level_masks = None
-        if plan.occlusion:
+        if plan.occlusion:  # L_rec and L_cycle skip pixels that fail the forward-backward check
             mask = mask * L.forward_backward_occlusion(fwd.flow, bwd.flow)
             level_masks = [L.forward_backward_occlusion(f, b) for f, b in zip(fwd.level_flows, bwd.level_flows)]
+        else:  # explicit all-ones masks: cycle_consistency_loss would compute its own from None
+            level_masks = [torch.ones_like(f[:, :1]) for f in fwd.level_flows]
         out = {
             "reg": L.feature_regression_loss(
                 feats1,
