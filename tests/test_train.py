@@ -157,7 +157,8 @@ def _params(trainer):
 
 
 def test_interrupt_and_resume_reaches_the_same_parameters(tmp_path):
-    cfg = load_config("demo", TINY)
+    # drop path on: the RNG streams must continue exactly, not only the data position
+    cfg = load_config("demo", [*TINY, "model.encoder.drop_path_rate=0.2"])
     full = Trainer(cfg, tmp_path / "full")
     full.fit()
     assert full.step == 12
@@ -202,36 +203,40 @@ def test_nonfinite_losses_are_skipped_then_diagnosed(tmp_path):
     assert trainer.nonfinite_total == 3
 
 
-def test_torchrun_two_processes_keep_identical_parameters(tmp_path):
-    out = tmp_path / "ddp"
+def _torchrun(out, *extra: str, port: int, resume: bool = False) -> subprocess.CompletedProcess:
     sets = [a for s in TINY for a in ("--set", s)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29731",
-        "-m",
-        "mcjepa.cli.train",
-        "--config",
-        "demo",
-        "--out",
-        str(out),
-        *sets,
-        "--set",
-        "schedule.epochs=2",
-        "--set",
-        "run.checkpoint_every=8",
-        "--set",
-        "data.content_batch_size=8",
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    cmd += ["-m", "mcjepa.cli.train", "--config", "demo", "--out", str(out), *sets, *(["--resume"] if resume else [])]
+    # 8 steps; drop path on, so that every rank's own RNG stream shapes the result
+    for s in ("schedule.epochs=2", "data.content_batch_size=8", "model.encoder.drop_path_rate=0.2", *extra):
+        cmd += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    state = torch.load(out / "checkpoints" / "ckpt_000000008.pt", weights_only=True)
+    return result
+
+
+def test_torchrun_two_processes_keep_identical_parameters_and_resume_exactly(tmp_path):
+    full = tmp_path / "ddp"
+    _torchrun(full, "run.checkpoint_every=8", port=29731)
+    state = torch.load(full / "checkpoints" / "ckpt_000000008.pt", weights_only=True)
+    assert state["step"] == 8 and len(state["rank_rng"]) == 2  # each rank's RNG streams
     # each rank saved a parameter hash; the ranks must agree
-    hashes = json.loads((out / "rank_param_hashes.json").read_text())
+    hashes = json.loads((full / "rank_param_hashes.json").read_text())
     assert len(hashes) == 2 and hashes["0"] == hashes["1"]
-    assert state["step"] == 8
+
+    # interrupted after step 4, resumed by a new torchrun: the same parameters, bit for bit
+    split = tmp_path / "split"
+    _torchrun(split, "run.checkpoint_every=4", "run.max_steps=4", port=29732)
+    assert latest_step(split) == 4
+    _torchrun(split, "run.checkpoint_every=4", port=29733, resume=True)
+    resumed = torch.load(split / "checkpoints" / "ckpt_000000008.pt", weights_only=True)
+    for key, value in state["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    assert json.loads((split / "rank_param_hashes.json").read_text()) == hashes
+
+
+def latest_step(run_dir) -> int:
+    from mcjepa.train.checkpoint import latest_checkpoint
+
+    return int(torch.load(latest_checkpoint(run_dir), weights_only=True)["step"])

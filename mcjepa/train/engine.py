@@ -138,13 +138,24 @@ class Trainer:
             raise ConfigError(f"{self.run_dir} already holds checkpoints: pass --resume, or choose a new --out")
 
     # ------------------------------------------------------------------------------- state
-    def _payload(self) -> dict[str, Any]:
+    def _rank_rng_states(self) -> list[dict[str, Any]]:
+        """Every rank's RNG states, in rank order (a collective call under torchrun): each rank
+        draws its own dropout / drop-path masks, so an exact resume restores each its own."""
+        state = capture_rng_state()
+        if not self.dist.enabled:
+            return [state]
+        states: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(states, state)
+        return states
+
+    def _payload(self, rank_rng: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "format": "mcjepa-train-checkpoint-v1",
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": capture_rng_state(),
+            "rng": rank_rng[0],
+            "rank_rng": rank_rng,
             "content_stream": self.content_stream.state_dict() if self.content_stream else None,
             "motion_stream": self.motion_stream.state_dict() if self.motion_stream else None,
             "nonfinite_total": self.nonfinite_total,
@@ -169,17 +180,26 @@ class Trainer:
             self.content_stream.load_state_dict(state["content_stream"])
         if self.motion_stream and state["motion_stream"]:
             self.motion_stream.load_state_dict(state["motion_stream"])
-        restore_rng_state(state["rng"])
-        if self.dist.enabled:  # each rank draws its own dropout masks
+        rank_rng = state.get("rank_rng") or [state["rng"]]
+        if len(rank_rng) == self.dist.world_size:
+            restore_rng_state(rank_rng[self.dist.rank])  # exact: each rank continues its own streams
+        else:  # resumed on a different number of processes: deterministic, but not the same run
+            restore_rng_state(state["rng"])
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()) + self.dist.rank)
+            if self.dist.is_main:
+                tqdm.write(
+                    f"note: {path} was written by {len(rank_rng)} process(es), this run has "
+                    f"{self.dist.world_size}: RNG streams are re-derived, so the resume is not bit-exact"
+                )
         if self.dist.is_main:
             tqdm.write(f"resumed from {path} at step {self.step}")
 
     def save(self) -> Path | None:
         """Write a checkpoint (rank 0) and return its path."""
         path = None
+        rank_rng = self._rank_rng_states()
         if self.dist.is_main:
-            path = save_checkpoint(self.run_dir, self.step, self._payload(), keep_last=self.cfg.run.keep_last)
+            path = save_checkpoint(self.run_dir, self.step, self._payload(rank_rng), keep_last=self.cfg.run.keep_last)
         if self.dist.enabled:
             dist.barrier()
         return path

@@ -29,7 +29,9 @@ def sample_seed(run_seed: int, stream: int, epoch: int, position: int) -> int:
 
 class PerSampleSeeded(Dataset):
     """Dataset wrapper whose items are addressed as ``(index, seed)``; the seed is applied to
-    torch, NumPy and Python's RNGs before the base dataset's ``__getitem__`` runs."""
+    torch, NumPy and Python's RNGs while the base dataset's ``__getitem__`` runs, and the previous
+    states come back afterwards, so loading in the main process (``num_workers = 0``) leaves the
+    training RNG streams (dropout, drop path) untouched."""
 
     def __init__(self, base: Dataset) -> None:
         self.base = base
@@ -39,10 +41,16 @@ class PerSampleSeeded(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-        return self.base[index]
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                np.random.seed(seed % 2**32)
+                random.seed(seed)
+                return self.base[index]
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
 class _SeededIndices:
@@ -116,6 +124,10 @@ class ResumableStream:
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
             "persistent_workers": False,
+            # the loader's own generator (it draws its workers' base seed from it): creating a
+            # loader must not consume the global RNG, or a resumed run, which creates loaders at
+            # other moments, would draw different dropout masks from then on
+            "generator": torch.Generator().manual_seed(sample_seed(self.run_seed, self.stream, self.epoch, -1)),
         }
         if batched:
             loader = DataLoader(self.dataset, batch_sampler=indices, **common)
