@@ -37,15 +37,16 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+    """Inverse of :func:`capture_rng_state`. Accepts states loaded with any ``map_location``
+    (RNG states must be CPU byte tensors, so they are moved back to the CPU)."""
     py = state["python"]
     gauss = None if py[-1] == -1 else py[-1]
     random.setstate((state["python_version"], tuple(int(v) for v in py[:-1]), gauss))
     meta = state["numpy_meta"]
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), meta[0], meta[1], meta[2]))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].cpu().numpy().astype(np.uint32), meta[0], meta[1], meta[2]))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], keep_last: int = 3) -> Path:
