@@ -41,6 +41,13 @@ class FlowHeadOutput:
     flow: Tensor
 
 
+def _scale_uv(t: Tensor, su: float, sv: float) -> Tensor:
+    """``t`` (B, 2, H, W) as float32 with u times ``su`` and v times ``sv`` (Python floats: no
+    host-to-device copy of a scale tensor)."""
+    t = t.float()
+    return torch.cat((t[:, :1] * su, t[:, 1:] * sv), dim=1)
+
+
 def _conv_block(cin: int, cout: int, use_layernorm: bool, slope: float, dilation: int = 1) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)]
     if use_layernorm:
@@ -146,6 +153,7 @@ class FlowHead(nn.Module):
 
     def _normalize(self, src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor]:
         mode = self.config.feature_normalization
+        src, tgt = src.float(), tgt.float()  # statistics and cost volume in float32 (bf16 cancels)
         if mode == "standardize":
             return normalize_feature_pair(src, tgt)
         if mode == "l2":
@@ -187,7 +195,7 @@ class FlowHead(nn.Module):
             src, tgt = feats_src[i], feats_tgt[i]
             b, _, h, w = src.shape
             if flow is None:
-                flow_up = src.new_zeros(b, 2, h, w)
+                flow_up = src.new_zeros(b, 2, h, w, dtype=torch.float32)  # flows stay float32 under autocast
                 tgt_warped = tgt
             else:
                 flow_up = upsample_flow(flow, (h, w))
@@ -199,11 +207,10 @@ class FlowHead(nn.Module):
             # one output unit = output_pixels_per_unit input pixels, i.e. this many level pixels
             # per axis (the exact size ratio, as upsample_flow uses, so u and v agree at any size)
             unit = cfg.output_pixels_per_unit
-            scale = torch.tensor((unit * w / image_size[1], unit * h / image_size[0]), device=src.device)
-            scale = scale.to(src.dtype).view(1, 2, 1, 1)
-            flow = flow_up + residual * scale
+            su, sv = unit * w / image_size[1], unit * h / image_size[0]
+            flow = flow_up + _scale_uv(residual, su, sv)
             if self.context is not None:
-                flow = flow + self.context(torch.cat((feat, flow), dim=1)) * scale
+                flow = flow + _scale_uv(self.context(torch.cat((feat, flow.to(feat.dtype)), dim=1)), su, sv)
             flow = flow.clamp(-cfg.flow_clip, cfg.flow_clip)
             per_level.append(flow)
         assert flow is not None

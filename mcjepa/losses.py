@@ -409,13 +409,15 @@ def _var_cov(z: Tensor, gamma: float, eps: float, with_cov: bool) -> tuple[Tenso
     n, d = z.shape
     if n < 2:
         raise ValueError(f"variance and covariance need at least 2 samples, got {n}")
-    z = z - z.mean(dim=0)
-    std = torch.sqrt(z.var(dim=0) + eps)
-    var_term = F.relu(gamma - std).mean()
-    if not with_cov:
-        return var_term, None
-    cov = (z.T @ z) / (n - 1)
-    return var_term, _off_diagonal_sq_sum(cov) / d
+    with torch.autocast(z.device.type, enabled=False):  # z.T @ z would otherwise run in bf16
+        z = _upcast(z)
+        z = z - z.mean(dim=0)
+        std = torch.sqrt(z.var(dim=0) + eps)
+        var_term = F.relu(gamma - std).mean()
+        if not with_cov:
+            return var_term, None
+        cov = (z.T @ z) / (n - 1)
+        return var_term, _off_diagonal_sq_sum(cov) / d
 
 
 def variance_covariance_terms(

@@ -68,11 +68,15 @@ def backward_warp(x: Tensor, flow: Tensor, return_mask: bool = False) -> Tensor 
     """
     _check_flow_pair(x, flow)
     _, _, h, w = flow.shape
-    sx, sy = _sampling_grid(flow.to(torch.float32) if flow.dtype == torch.float16 else flow)
+    # Positions and sampling in float32 whatever the inputs' dtype: in bfloat16 (8 mantissa bits)
+    # a position near x = 200 is off by up to 0.5 px. The result comes back in x's dtype.
+    sx, sy = _sampling_grid(flow if flow.dtype == torch.float64 else flow.float())
     gx = 2.0 * sx / max(w - 1, 1) - 1.0
     gy = 2.0 * sy / max(h - 1, 1) - 1.0
-    grid = torch.stack((gx, gy), dim=-1).to(x.dtype)
-    warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    grid = torch.stack((gx, gy), dim=-1)
+    src = x if x.dtype == torch.float64 else x.float()
+    warped = F.grid_sample(src, grid.to(src.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
+    warped = warped.to(x.dtype)
     if return_mask:
         return warped, flow_validity_mask(flow)
     return warped

@@ -70,6 +70,16 @@ def test_flow_head_levels_and_full_resolution_output():
     assert torch.isfinite(both.backward.flow).all()
 
 
+def test_flows_stay_float32_under_bfloat16_autocast():
+    model = build_model("micro").eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = model.encoder(torch.randn(1, 3, 64, 96))
+        out = model.estimate_flow(torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96))
+    assert any(f.dtype == torch.bfloat16 for f in feats)  # the features are bf16 ...
+    assert out.flow.dtype == torch.float32  # ... the flows are accumulated in float32
+    assert all(f.dtype == torch.float32 for f in out.level_flows)
+
+
 def test_flow_is_clipped():
     cfg = model_config("micro")
     cfg = ModelConfig(

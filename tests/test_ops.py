@@ -39,6 +39,19 @@ def test_backward_warp_subpixel_is_bilinear():
     torch.testing.assert_close(out[0, 0, :, :9], x[0, 0, :, :9] + 0.25)
 
 
+def test_backward_warp_keeps_subpixel_positions_in_bfloat16():
+    """bf16 inputs (CUDA autocast gives bf16 features and flows) are sampled at float32
+    positions. In bf16 the position 200.375 would round to 200 (8 mantissa bits); on a 0/1
+    alternating pattern a 0.375 px shift must read 0.375 / 0.625 at every column."""
+    x = (torch.arange(256) % 2).float().view(1, 1, 1, 256).expand(1, 1, 4, 256).contiguous()
+    flow = torch.zeros(1, 2, 4, 256)
+    flow[:, 0] = 0.375  # exactly representable in bf16, as are the expected values
+    low = backward_warp(x.bfloat16(), flow.bfloat16())
+    assert low.dtype == torch.bfloat16
+    expected = torch.where(torch.arange(255) % 2 == 0, 0.375, 0.625).expand(1, 1, 4, 255)
+    torch.testing.assert_close(low[..., :255].float(), expected, rtol=0, atol=0)
+
+
 def test_validity_mask_marks_out_of_image_samples():
     flow = torch.zeros(1, 2, 5, 6)
     flow[:, 0] = 2.0

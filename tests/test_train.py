@@ -198,7 +198,7 @@ def test_nonfinite_losses_are_skipped_then_diagnosed(tmp_path):
     trainer = Trainer(cfg, tmp_path / "nan")
     with torch.no_grad():
         trainer.model.expander.layers[0].weight.fill_(float("nan"))
-    with pytest.raises(TrainingDiverged, match="3 non-finite losses in a row"):
+    with pytest.raises(TrainingDiverged, match="3 non-finite losses or gradients in a row"):
         trainer.fit()
     assert trainer.nonfinite_total == 3
 
@@ -214,6 +214,19 @@ def _torchrun(out, *extra: str, port: int, resume: bool = False) -> subprocess.C
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def test_nonfinite_gradients_skip_the_step(tmp_path):
+    """A finite loss whose backward produces NaN gradients (as a bf16 overflow would) must not
+    reach AdamW: the step is skipped and every parameter is left as it was."""
+    cfg = load_config("demo", TINY)
+    trainer = Trainer(cfg, tmp_path / "nangrad")
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    trainer.model.expander.layers[0].weight.register_hook(lambda g: g * float("nan"))
+    trainer.fit(max_steps=2)
+    assert trainer.nonfinite_total == 2
+    for key, value in trainer.model.named_parameters():  # (BatchNorm statistics move in forward)
+        assert torch.equal(value, before[key]), key
 
 
 def test_torchrun_two_processes_keep_identical_parameters_and_resume_exactly(tmp_path):

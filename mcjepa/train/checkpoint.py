@@ -21,8 +21,10 @@ __all__ = ["capture_rng_state", "latest_checkpoint", "load_checkpoint", "restore
 _PATTERN = "ckpt_{step:09d}.pt"
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Return the Python, NumPy, torch CPU and CUDA RNG states as tensors/plain values."""
+def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Return the Python, NumPy, torch CPU and (for a CUDA ``device``) that GPU's RNG states as
+    tensors / plain values. Only this process's GPU: a run resumed on a machine with another
+    number of visible GPUs must still restore."""
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "python": list(random.getstate()[1]) + [random.getstate()[2] if random.getstate()[2] is not None else -1],
@@ -31,12 +33,12 @@ def capture_rng_state() -> dict[str, Any]:
         "numpy_meta": [int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     """Inverse of :func:`capture_rng_state`. Accepts states loaded with any ``map_location``
     (RNG states must be CPU byte tensors, so they are moved back to the CPU)."""
     py = state["python"]
@@ -45,8 +47,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     meta = state["numpy_meta"]
     np.random.set_state(("MT19937", state["numpy_keys"].cpu().numpy().astype(np.uint32), meta[0], meta[1], meta[2]))
     torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], keep_last: int = 3) -> Path:

@@ -36,6 +36,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             raise RuntimeError(f"run.device={name!r} but CUDA is not available; use run.device=cpu or auto")
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.index != local_rank:
+            raise RuntimeError(
+                f"run.device={name!r} under torchrun: each process must use its own GPU; "
+                f"use run.device=cuda or auto (this process is LOCAL_RANK {local_rank})"
+            )
     return device
 
 
@@ -48,9 +53,9 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # also for one process on cuda:N, N > 0
     if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank), device
 

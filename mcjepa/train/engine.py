@@ -141,7 +141,7 @@ class Trainer:
     def _rank_rng_states(self) -> list[dict[str, Any]]:
         """Every rank's RNG states, in rank order (a collective call under torchrun): each rank
         draws its own dropout / drop-path masks, so an exact resume restores each its own."""
-        state = capture_rng_state()
+        state = capture_rng_state(self.device)
         if not self.dist.enabled:
             return [state]
         states: list[Any] = [None] * self.dist.world_size
@@ -168,7 +168,9 @@ class Trainer:
         path = latest_checkpoint(self.run_dir)
         if path is None:
             raise ConfigError(f"--resume: no checkpoint found in {self.run_dir / 'checkpoints'}")
-        state = load_checkpoint(path, map_location=self.device)
+        # on the CPU: load_state_dict moves each tensor to its parameter's device (optimizer
+        # step counters stay on the CPU, where AdamW expects them)
+        state = load_checkpoint(path, map_location="cpu")
         if json.loads(state["model_config"]) != json.loads(json.dumps(self.model_config.to_dict())):
             raise ConfigError(f"--resume: {path} was trained with a different model config")
         self.model.load_state_dict(state["model"])
@@ -182,9 +184,9 @@ class Trainer:
             self.motion_stream.load_state_dict(state["motion_stream"])
         rank_rng = state.get("rank_rng") or [state["rng"]]
         if len(rank_rng) == self.dist.world_size:
-            restore_rng_state(rank_rng[self.dist.rank])  # exact: each rank continues its own streams
+            restore_rng_state(rank_rng[self.dist.rank], self.device)  # exact: each rank continues its own streams
         else:  # resumed on a different number of processes: deterministic, but not the same run
-            restore_rng_state(state["rng"])
+            restore_rng_state(state["rng"], self.device)
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()) + self.dist.rank)
             if self.dist.is_main:
                 tqdm.write(
@@ -209,6 +211,22 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = self.schedule.lr(g["base_lr"], self.step)
 
+    def _skip_nonfinite(self, values: dict[str, torch.Tensor]) -> None:
+        """Drop this step's gradients, count it, and stop after too many in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_total += 1
+        self.nonfinite_in_row += 1
+        self.step += 1
+        if self.nonfinite_in_row >= self.cfg.run.max_nonfinite_in_row:
+            bad = [k for k, v in values.items() if not torch.isfinite(v.detach()).all()]
+            raise TrainingDiverged(
+                f"{self.nonfinite_in_row} non-finite losses or gradients in a row at step {self.step} "
+                f"(non-finite: {bad}; learning rates "
+                f"{[round(g['lr'], 8) for g in self.optimizer.param_groups]}). Try a lower learning rate, "
+                "optim.grad_clip > 0, or check the data for NaNs."
+            )
+        return None
+
     def train_step(self) -> dict[str, float] | None:
         """Run one optimisation step; return its loss components, or None if it was skipped."""
         plan = self.schedule.plan(self.step)
@@ -221,22 +239,15 @@ class Trainer:
             losses = self.ddp(content, frames, plan)
         total = losses["total"]
         if not all_finite(total):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_total += 1
-            self.nonfinite_in_row += 1
-            self.step += 1
-            if self.nonfinite_in_row >= self.cfg.run.max_nonfinite_in_row:
-                bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
-                raise TrainingDiverged(
-                    f"{self.nonfinite_in_row} non-finite losses in a row at step {self.step} "
-                    f"(non-finite components: {bad}; learning rates "
-                    f"{[round(g['lr'], 8) for g in self.optimizer.param_groups]}). Try a lower learning rate, "
-                    "optim.grad_clip > 0, or check the data for NaNs."
-                )
-            return None
+            return self._skip_nonfinite(losses)
         total.backward()
-        if self.cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        # the global gradient norm (clipped to optim.grad_clip when set); a non-finite one, e.g. a
+        # bf16 overflow in the backward pass, skips the step like a non-finite loss (identical on
+        # every rank after DDP's all-reduce, so all ranks skip together)
+        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if not all_finite(grad_norm):
+            return self._skip_nonfinite({"grad_norm": grad_norm})
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.nonfinite_in_row = 0
