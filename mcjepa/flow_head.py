@@ -18,7 +18,7 @@ from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
 from .config import FlowHeadConfig
-from .ops import backward_warp, local_correlation, normalize_feature_pair, upsample_flow
+from .ops import backward_warp, local_correlation, normalize_feature_pair, upcast_half, upsample_flow
 
 __all__ = ["FlowHead", "FlowHeadOutput"]
 
@@ -42,9 +42,9 @@ class FlowHeadOutput:
 
 
 def _scale_uv(t: Tensor, su: float, sv: float) -> Tensor:
-    """``t`` (B, 2, H, W) as float32 with u times ``su`` and v times ``sv`` (Python floats: no
-    host-to-device copy of a scale tensor)."""
-    t = t.float()
+    """``t`` (B, 2, H, W) with u times ``su`` and v times ``sv``; half precision comes back as
+    float32. Python-float factors: no host-to-device copy of a scale tensor."""
+    t = upcast_half(t)
     return torch.cat((t[:, :1] * su, t[:, 1:] * sv), dim=1)
 
 
@@ -153,7 +153,7 @@ class FlowHead(nn.Module):
 
     def _normalize(self, src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor]:
         mode = self.config.feature_normalization
-        src, tgt = src.float(), tgt.float()  # statistics and cost volume in float32 (bf16 cancels)
+        src, tgt = upcast_half(src), upcast_half(tgt)  # statistics and cost volume in float32 (bf16 cancels)
         if mode == "standardize":
             return normalize_feature_pair(src, tgt)
         if mode == "l2":
@@ -195,7 +195,7 @@ class FlowHead(nn.Module):
             src, tgt = feats_src[i], feats_tgt[i]
             b, _, h, w = src.shape
             if flow is None:
-                flow_up = src.new_zeros(b, 2, h, w, dtype=torch.float32)  # flows stay float32 under autocast
+                flow_up = upcast_half(src.new_zeros(b, 2, h, w))  # flows stay float32 under autocast
                 tgt_warped = tgt
             else:
                 flow_up = upsample_flow(flow, (h, w))

@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops import backward_warp, flow_validity_mask
+from .ops import backward_warp, flow_validity_mask, upcast_half
 
 __all__ = [
     "PAPER_REG_WEIGHTS",
@@ -110,11 +110,6 @@ def _check_pyramid_args(
         if not 0 <= lvl < len(feats_src):
             raise ValueError(f"level index {lvl} is outside the {len(feats_src)}-level pyramid")
         _check_flow(f"{name}[{i}]", level_flows[i], feats_src[lvl].shape[-2:], feats_src[lvl].shape[0])
-
-
-def _upcast(x: Tensor) -> Tensor:
-    """Half-precision tensors (bf16 / fp16 under autocast) become float32; float32/64 stay."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
@@ -203,7 +198,7 @@ def ssim(x: Tensor, y: Tensor, window: int = 3, padding: str = "reflect") -> Ten
         raise ValueError(f"window must be a positive odd integer, got {window}")
     if padding not in ("reflect", "valid"):
         raise ValueError(f"padding must be 'reflect' or 'valid', got {padding!r}")
-    return _ssim_map(_upcast(x), _upcast(y), window, padding)
+    return _ssim_map(upcast_half(x), upcast_half(y), window, padding)
 
 
 def _ssim_map(x: Tensor, y: Tensor, window: int, padding: str) -> Tensor:
@@ -265,7 +260,7 @@ def photometric_loss(
         raise ValueError(f"image1 {tuple(image1.shape)} and image2_warped {tuple(image2_warped.shape)} differ in shape")
     if check_range:
         _check_unit_range(image1=image1, image2_warped=image2_warped)
-    a, b = _upcast(image1), _upcast(image2_warped)
+    a, b = upcast_half(image1), upcast_half(image2_warped)
     m = _check_mask(mask, a) if mask is not None else None
     diff = a - b
     d = a.new_zeros((a.shape[0], 1, *a.shape[-2:]))
@@ -310,8 +305,8 @@ def smoothness_loss(
         raise ValueError(f"smoothness needs H, W >= 2, got {tuple(flow.shape[-2:])}")
     if check_range:
         _check_unit_range(image=image)
-    img = _upcast(image)
-    f = _upcast(flow) * flow_scale
+    img = upcast_half(image)
+    f = upcast_half(flow) * flow_scale
     w_x = torch.exp(-edge_factor * (img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True))
     w_y = torch.exp(-edge_factor * (img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True))
     loss_x = (w_x * (f[..., :, 1:] - f[..., :, :-1]).abs()).mean()
@@ -337,8 +332,8 @@ def forward_backward_occlusion(flow_fwd: Tensor, flow_bwd: Tensor, alpha1: float
     """
     _check_flow("flow_fwd", flow_fwd)
     _check_flow("flow_bwd", flow_bwd, flow_fwd.shape[-2:], flow_fwd.shape[0])
-    f = _upcast(flow_fwd)
-    b = backward_warp(_upcast(flow_bwd).to(f.dtype), f)
+    f = upcast_half(flow_fwd)
+    b = backward_warp(upcast_half(flow_bwd).to(f.dtype), f)
     diff = (f + b).square().sum(1, keepdim=True)
     mag = f.square().sum(1, keepdim=True) + b.square().sum(1, keepdim=True)
     return (diff <= alpha1 * mag + alpha2).to(flow_fwd.dtype)
@@ -410,7 +405,7 @@ def _var_cov(z: Tensor, gamma: float, eps: float, with_cov: bool) -> tuple[Tenso
     if n < 2:
         raise ValueError(f"variance and covariance need at least 2 samples, got {n}")
     with torch.autocast(z.device.type, enabled=False):  # z.T @ z would otherwise run in bf16
-        z = _upcast(z)
+        z = upcast_half(z)
         z = z - z.mean(dim=0)
         std = torch.sqrt(z.var(dim=0) + eps)
         var_term = F.relu(gamma - std).mean()
@@ -444,7 +439,7 @@ def variance_covariance_terms(
         ``sum_{i != j} Cov_ij^2 / C``.
     """
     _check_nchw("x", x)
-    z = _upcast(x).permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    z = upcast_half(x).permute(0, 2, 3, 1).reshape(-1, x.shape[1])
     if max_samples is not None and z.shape[0] > max_samples:
         if max_samples < 2:
             raise ValueError(f"max_samples must be at least 2, got {max_samples}")
@@ -575,7 +570,7 @@ def vicreg_loss(
     """
     if z1.dim() != 2 or z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must be (N, d) of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    z1, z2 = _upcast(z1), _upcast(z2)
+    z1, z2 = upcast_half(z1), upcast_half(z2)
     inv = F.mse_loss(z1, z2)
     if gather:
         z1, z2 = gather_across_ranks(z1), gather_across_ranks(z2)

@@ -35,6 +35,11 @@ def _check_flow_pair(x: Tensor, flow: Tensor) -> None:
         raise ValueError(f"x {tuple(x.shape)} and flow {tuple(flow.shape)} must share batch size and H, W")
 
 
+def upcast_half(x: Tensor) -> Tensor:
+    """Half-precision tensors (bf16 / fp16, e.g. under autocast) become float32; others stay."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _sampling_grid(flow: Tensor) -> tuple[Tensor, Tensor]:
     """Return absolute sample positions ``(x + u, y + v)`` in pixels, each ``(B, H, W)``."""
     _, _, h, w = flow.shape
@@ -70,11 +75,11 @@ def backward_warp(x: Tensor, flow: Tensor, return_mask: bool = False) -> Tensor 
     _, _, h, w = flow.shape
     # Positions and sampling in float32 whatever the inputs' dtype: in bfloat16 (8 mantissa bits)
     # a position near x = 200 is off by up to 0.5 px. The result comes back in x's dtype.
-    sx, sy = _sampling_grid(flow if flow.dtype == torch.float64 else flow.float())
+    sx, sy = _sampling_grid(upcast_half(flow))
     gx = 2.0 * sx / max(w - 1, 1) - 1.0
     gy = 2.0 * sy / max(h - 1, 1) - 1.0
     grid = torch.stack((gx, gy), dim=-1)
-    src = x if x.dtype == torch.float64 else x.float()
+    src = upcast_half(x)
     warped = F.grid_sample(src, grid.to(src.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
     warped = warped.to(x.dtype)
     if return_mask:

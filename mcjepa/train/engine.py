@@ -154,8 +154,7 @@ class Trainer:
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": rank_rng[0],
-            "rank_rng": rank_rng,
+            "rank_rng": rank_rng,  # one entry per rank, rank 0 first
             "content_stream": self.content_stream.state_dict() if self.content_stream else None,
             "motion_stream": self.motion_stream.state_dict() if self.motion_stream else None,
             "nonfinite_total": self.nonfinite_total,
@@ -182,11 +181,11 @@ class Trainer:
             self.content_stream.load_state_dict(state["content_stream"])
         if self.motion_stream and state["motion_stream"]:
             self.motion_stream.load_state_dict(state["motion_stream"])
-        rank_rng = state.get("rank_rng") or [state["rng"]]
+        rank_rng = state["rank_rng"]
         if len(rank_rng) == self.dist.world_size:
             restore_rng_state(rank_rng[self.dist.rank], self.device)  # exact: each rank continues its own streams
         else:  # resumed on a different number of processes: deterministic, but not the same run
-            restore_rng_state(state["rng"], self.device)
+            restore_rng_state(rank_rng[0], self.device)
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()) + self.dist.rank)
             if self.dist.is_main:
                 tqdm.write(
