@@ -8,19 +8,6 @@ from PIL import Image
 from mcjepa import flow
 from mcjepa.cli.flow import main
 from mcjepa.data.synthetic import example_pair, render_pair
-from mcjepa.model import build_model
-
-
-@pytest.fixture(scope="module")
-def model():
-    """Micro model with its zero-initialised flow predictors randomised (non-zero flow)."""
-    torch.manual_seed(0)
-    m = build_model("micro").eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.05)
-    return m
 
 
 @pytest.fixture

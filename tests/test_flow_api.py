@@ -16,19 +16,6 @@ from mcjepa.encoder import imagenet_normalize
 from mcjepa.model import build_model
 
 
-@pytest.fixture(scope="module")
-def model():
-    """The micro model with its zero-initialised flow predictors randomised, so that its flow is
-    non-zero and depends on the image content (an untrained model's flow is exactly zero)."""
-    torch.manual_seed(0)
-    m = build_model("micro").eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.05)
-    return m
-
-
 def _frames(h, w, seed=0):
     pair = render_pair(seed, size=(h, w))
     return pair.image1, pair.image2
