@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops import backward_warp, flow_validity_mask, upcast_half
+from .ops import backward_warp, flow_validity_mask, standardize_feature_pair, upcast_half
 
 __all__ = [
     "PAPER_REG_WEIGHTS",
@@ -52,6 +52,9 @@ PAPER_REG_WEIGHTS: tuple[float, ...] = (0.01, 0.1, 1.0, 1.0, 1.0, 1.0)
 # 0.0001) and covariance weights coarse->fine (0.04, 0.04, 0.001, 0, 0, 0); here fine->coarse.
 PAPER_VC_VAR_WEIGHTS: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.01, 0.01, 0.01)
 PAPER_VC_COV_WEIGHTS: tuple[float, ...] = (0.0, 0.0, 0.0, 0.001, 0.04, 0.04)
+
+FEATURE_LOSS_NORMS = ("none", "standardize")
+VC_POOLINGS = ("batch", "image")
 
 _SSIM_C1 = 0.01**2  # (K1 * data_range)^2 with data_range = 1
 _SSIM_C2 = 0.03**2  # (K2 * data_range)^2
@@ -112,6 +115,11 @@ def _check_pyramid_args(
         _check_flow(f"{name}[{i}]", level_flows[i], feats_src[lvl].shape[-2:], feats_src[lvl].shape[0])
 
 
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {tuple(choices)}, got {value!r}")
+
+
 def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     """Mean of ``values`` (B, C, H, W) over every element, counting only positions where the
     ``(B, 1, H, W)`` ``mask`` is set (weighted by it). Returns 0 when the mask is empty."""
@@ -132,6 +140,7 @@ def feature_regression_loss(
     levels: Sequence[int],
     weights: Sequence[float],
     mask_out_of_image: bool = True,
+    feature_norm: str = "none",
 ) -> Tensor:
     """L_reg: per-level feature regression between frame t and frame t+1 warped back.
 
@@ -150,10 +159,15 @@ def feature_regression_loss(
         mask_out_of_image: default True: average only over positions whose sample
             ``p + f(p)`` lies inside the image. Backward warping reads zeros outside, so without
             the mask the loss would pull features towards zero and flows away from the borders.
+        feature_norm: ``"none"`` (the paper: raw features) or ``"standardize"``: each level's
+            pair is first standardised per image with :func:`mcjepa.ops.standardize_feature_pair`
+            (per-channel centring, one pooled scale), so that shrinking the features or making
+            them constant over the image does not lower the loss.
 
     Returns:
-        Scalar tensor (squared feature units).
+        Scalar tensor (squared feature units; squared standard deviations when standardised).
     """
+    _check_choice("feature_norm", feature_norm, FEATURE_LOSS_NORMS)
     if len(feats_src) != len(feats_tgt):
         raise ValueError(f"feats_src has {len(feats_src)} levels but feats_tgt has {len(feats_tgt)}")
     if len(weights) != len(feats_src):
@@ -169,6 +183,8 @@ def feature_regression_loss(
         src, tgt = feats_src[lvl], feats_tgt[lvl]
         if src.shape != tgt.shape:
             raise ValueError(f"level {lvl}: feats_src {tuple(src.shape)} and feats_tgt {tuple(tgt.shape)} differ")
+        if feature_norm == "standardize":
+            src, tgt = standardize_feature_pair(src, tgt)
         warped = backward_warp(tgt, flow)
         mask = flow_validity_mask(flow.detach()) if mask_out_of_image else None
         total = total + w * _masked_mean((src - warped).square(), mask)
@@ -346,6 +362,8 @@ def cycle_consistency_loss(
     levels: Sequence[int],
     occlusion_masks: Sequence[Tensor | None] | None = None,
     weight: float = 0.2,
+    feature_norm: str = "none",
+    flow_grad: bool = True,
 ) -> Tensor:
     """L_cycle: features of frame t carried to frame t+1 and back should return unchanged.
 
@@ -364,10 +382,17 @@ def cycle_consistency_loss(
             :func:`forward_backward_occlusion` from that level's flows (alpha1 = 0.01,
             alpha2 = 0.5 in that level's pixels), without gradient.
         weight: the seed's 0.2.
+        feature_norm: ``"none"`` (the paper) or ``"standardize"`` (each level's map standardised
+            per image first, as in :func:`feature_regression_loss`).
+        flow_grad: let the loss train the flows (the paper). With False the flows are constants
+            here and L_cycle shapes only the features: a double bilinear round trip blurs, and
+            its blur is smallest at integer (mostly zero) flows, so its flow gradient can point
+            away from the true flow (``docs/learning_dynamics.md``).
 
     Returns:
         Scalar tensor.
     """
+    _check_choice("feature_norm", feature_norm, FEATURE_LOSS_NORMS)
     _check_pyramid_args(feats_src, level_flows_fwd, levels, "level_flows_fwd")
     _check_pyramid_args(feats_src, level_flows_bwd, levels, "level_flows_bwd")
     if occlusion_masks is not None and len(occlusion_masks) != len(levels):
@@ -382,6 +407,10 @@ def cycle_consistency_loss(
         mask = (
             forward_backward_occlusion(f_fwd, f_bwd) if mask is None else _check_mask(mask, x, f"occlusion_masks[{i}]")
         )
+        if feature_norm == "standardize":
+            x = standardize_feature_pair(x, x)[0]
+        if not flow_grad:
+            f_fwd, f_bwd = f_fwd.detach(), f_bwd.detach()
         round_trip = backward_warp(backward_warp(x, f_bwd), f_fwd)
         total = total + _masked_mean((x - round_trip).square(), mask.detach().to(x.dtype))
     return weight * total
@@ -422,6 +451,7 @@ def variance_covariance_terms(
     max_samples: int | None = None,
     generator: torch.Generator | None = None,
     with_cov: bool = True,
+    pooling: str = "batch",
 ) -> tuple[Tensor, Tensor | None]:
     """Unweighted variance and covariance terms of a ``(B, C, H, W)`` feature map.
 
@@ -433,12 +463,21 @@ def variance_covariance_terms(
             (without replacement), drawn with ``generator`` (on the generator's device, or on
             ``x``'s device when ``None``).
         with_cov: compute the covariance term (a ``C x C`` matrix); ``None`` is returned otherwise.
+        pooling: ``"batch"`` (the paper): every position of every image is one sample, so
+            differences *between* images count as variance. ``"image"``: the statistics are
+            taken over the positions of each image separately and the two terms averaged over
+            images, so each image's map must vary *within* itself: the guard against the
+            spatial collapse that ``"batch"`` lets through (``docs/learning_dynamics.md``).
+            ``max_samples`` then caps the positions per image.
 
     Returns:
         ``(var, cov)``: ``mean_j relu(gamma - sqrt(Var_j + eps))`` and
         ``sum_{i != j} Cov_ij^2 / C``.
     """
     _check_nchw("x", x)
+    _check_choice("pooling", pooling, VC_POOLINGS)
+    if pooling == "image":
+        return _per_image_var_cov(x, gamma, eps, max_samples, generator, with_cov)
     z = upcast_half(x).permute(0, 2, 3, 1).reshape(-1, x.shape[1])
     if max_samples is not None and z.shape[0] > max_samples:
         if max_samples < 2:
@@ -449,6 +488,30 @@ def variance_covariance_terms(
     return _var_cov(z, gamma, eps, with_cov)
 
 
+def _per_image_var_cov(
+    x: Tensor, gamma: float, eps: float, max_samples: int | None, generator: torch.Generator | None, with_cov: bool
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`variance_covariance_terms` with ``pooling="image"``: batched over images."""
+    b, c, h, w = x.shape
+    if h * w < 2:
+        raise ValueError(f"per-image variance needs at least 2 positions per image, got a {h}x{w} map")
+    with torch.autocast(x.device.type, enabled=False):
+        z = upcast_half(x).flatten(2)  # (B, C, N)
+        if max_samples is not None and z.shape[-1] > max_samples:
+            device = generator.device if generator is not None else z.device
+            idx = torch.randperm(z.shape[-1], generator=generator, device=device)[:max_samples]
+            z = z[..., idx.to(z.device)]
+        n = z.shape[-1]
+        z = z - z.mean(dim=-1, keepdim=True)
+        std = torch.sqrt(z.square().sum(-1) / (n - 1) + eps)  # (B, C)
+        var_term = F.relu(gamma - std).mean()
+        if not with_cov:
+            return var_term, None
+        cov = z @ z.transpose(1, 2) / (n - 1)  # (B, C, C)
+        off = cov.square().sum(dim=(1, 2)) - torch.diagonal(cov, dim1=1, dim2=2).square().sum(-1)
+        return var_term, off.mean() / c
+
+
 def variance_covariance_loss(
     x: Tensor,
     var_weight: float,
@@ -457,6 +520,7 @@ def variance_covariance_loss(
     eps: float = 1e-4,
     max_samples: int | None = None,
     generator: torch.Generator | None = None,
+    pooling: str = "batch",
 ) -> Tensor:
     """L_vc at one pyramid level: ``var_weight * var + cov_weight * cov`` of
     :func:`variance_covariance_terms` (positions of the batch are samples, channels are
@@ -467,7 +531,9 @@ def variance_covariance_loss(
     """
     if var_weight == 0.0 and cov_weight == 0.0:
         return x.new_zeros((), dtype=torch.float32)
-    var, cov = variance_covariance_terms(x, gamma, eps, max_samples, generator, with_cov=cov_weight != 0.0)
+    var, cov = variance_covariance_terms(
+        x, gamma, eps, max_samples, generator, with_cov=cov_weight != 0.0, pooling=pooling
+    )
     total = var_weight * var
     if cov is not None:
         total = total + cov_weight * cov
@@ -482,6 +548,7 @@ def pyramid_vc_loss(
     eps: float = 1e-4,
     max_samples: int | None = None,
     generator: torch.Generator | None = None,
+    pooling: str = "batch",
 ) -> Tensor:
     """L_vc over a pyramid: sum over levels of :func:`variance_covariance_loss`.
 
@@ -495,6 +562,7 @@ def pyramid_vc_loss(
         max_samples: per-level cap on the number of positions (see
             :func:`variance_covariance_terms`); the stride-2 level of a 384x832 batch of 8 has
             640k positions.
+        pooling: ``"batch"`` (the paper) or ``"image"`` (see :func:`variance_covariance_terms`).
 
     Returns:
         Scalar tensor.
@@ -508,7 +576,7 @@ def pyramid_vc_loss(
     for x, wv, wc in zip(feats, var_weights, cov_weights):
         if wv == 0.0 and wc == 0.0:
             continue
-        total = total + variance_covariance_loss(x, wv, wc, gamma, eps, max_samples, generator)
+        total = total + variance_covariance_loss(x, wv, wc, gamma, eps, max_samples, generator, pooling)
     return total
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "local_correlation",
     "local_correlation_reference",
     "normalize_feature_pair",
+    "standardize_feature_pair",
     "upsample_flow",
 ]
 
@@ -107,6 +108,29 @@ def normalize_feature_pair(a: Tensor, b: Tensor, eps: float = 1e-8) -> tuple[Ten
     mean = both.mean(dim=dims, keepdim=True)
     var = both.var(dim=dims, keepdim=True, unbiased=False)
     both = (both - mean) * torch.rsqrt(var + eps)
+    return both[:, 0], both[:, 1]
+
+
+def standardize_feature_pair(a: Tensor, b: Tensor, eps: float = 1e-10) -> tuple[Tensor, Tensor]:
+    """Centre every channel and scale two feature maps by statistics of the pair, per image.
+
+    Per batch element: each channel's mean over the positions of both maps is subtracted, then
+    both maps are divided by one standard deviation pooled over channels and positions (of the
+    centred pair). Used by the feature-space motion losses (``loss.feature_loss_norm``): a
+    squared error between standardised maps cannot be lowered by shrinking the features or by
+    making them constant over the image, the two ways a shared encoder can otherwise trivially
+    satisfy L_reg (``docs/learning_dynamics.md``). Gradients flow through the statistics.
+
+    Returns:
+        The two standardised maps, same shapes and dtype as the inputs (float32 for half inputs).
+    """
+    if a.shape != b.shape or a.dim() != 4:
+        raise ValueError(f"a and b must be (B, C, H, W) of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = upcast_half(a), upcast_half(b)
+    both = torch.stack((a, b), dim=1)  # (B, 2, C, H, W)
+    centred = both - both.mean(dim=(1, 3, 4), keepdim=True)
+    scale = torch.rsqrt(centred.square().mean(dim=(1, 2, 3, 4), keepdim=True) + eps)
+    both = centred * scale
     return both[:, 0], both[:, 1]
 
 

@@ -26,6 +26,7 @@ from mcjepa.losses import (
     variance_covariance_terms,
     vicreg_loss,
 )
+from mcjepa.ops import standardize_feature_pair
 
 SIZES = ((8, 12), (4, 6), (4, 6), (2, 3), (2, 3), (2, 3))  # a tiny fine-to-coarse pyramid
 C1, C2 = 0.01**2, 0.03**2
@@ -385,6 +386,77 @@ def test_variance_covariance_hand_computed():
     # batch positions are samples too: the same 3 samples as a (3, 2, 1, 1) batch
     as_batch = x.permute(3, 1, 2, 0).contiguous()
     assert variance_covariance_loss(as_batch, 2.0, 3.0, eps=0.0).item() == pytest.approx(total.item())
+
+
+def test_per_image_variance_sees_within_image_collapse_that_batch_pooling_misses():
+    # image 0 varies over its positions ([0, 2]: unbiased std sqrt(2) > 1), image 1 is constant
+    x = torch.tensor([[[[0.0, 2.0]]], [[[5.0, 5.0]]]])  # (B=2, C=1, H=1, W=2)
+    var_batch, _ = variance_covariance_terms(x, with_cov=False)
+    assert var_batch.item() == 0.0  # [0, 2, 5, 5]: std 2.45, no penalty
+    var_image, _ = variance_covariance_terms(x, with_cov=False, pooling="image")
+    expected = 0.5 * (0.0 + (1.0 - math.sqrt(1e-4)))  # image 1's hinge, averaged over 2 images
+    assert var_image.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_per_image_covariance_matches_a_loop_over_images():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 6)
+    var, cov = variance_covariance_terms(x, gamma=1.5, pooling="image")
+    ref_var, ref_cov = zip(*(variance_covariance_terms(x[i : i + 1], gamma=1.5) for i in range(3)))
+    assert var.item() == pytest.approx(sum(v.item() for v in ref_var) / 3, rel=1e-5)
+    assert cov.item() == pytest.approx(sum(c.item() for c in ref_cov) / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        variance_covariance_terms(x, pooling="pixel")
+    with pytest.raises(ValueError, match="at least 2 positions"):
+        variance_covariance_terms(torch.randn(2, 3, 1, 1), pooling="image")
+
+
+def test_standardized_feature_losses_ignore_feature_scale_and_channel_offsets():
+    torch.manual_seed(1)
+    src, tgt = _pyramid(b=2, c=3), _pyramid(b=2, c=3)
+    flows = _const_flows(0.7, -0.3, b=2)
+    offsets = torch.tensor([3.0, -1.0, 0.5]).view(1, 3, 1, 1)
+    small_src = [0.01 * f + offsets for f in src]
+    small_tgt = [0.01 * f + offsets for f in tgt]
+    w = [1.0] * 6
+    raw = feature_regression_loss(src, tgt, flows, range(6), w, mask_out_of_image=False)
+    raw_small = feature_regression_loss(
+        [0.01 * f for f in src], [0.01 * f for f in tgt], flows, range(6), w, mask_out_of_image=False
+    )
+    std = feature_regression_loss(src, tgt, flows, range(6), w, mask_out_of_image=False, feature_norm="standardize")
+    std_small = feature_regression_loss(
+        small_src, small_tgt, flows, range(6), w, mask_out_of_image=False, feature_norm="standardize"
+    )
+    assert raw_small.item() < 0.01 * raw.item()  # raw L_reg rewards shrinking the features
+    assert std_small.item() == pytest.approx(std.item(), rel=1e-3)  # the standardised one does not
+    masks = [torch.ones(2, 1, h, w_) for h, w_ in SIZES]
+    bwd = _const_flows(-0.7, 0.3, b=2)
+    cyc = cycle_consistency_loss(src, flows, bwd, range(6), masks, feature_norm="standardize")
+    cyc_small = cycle_consistency_loss(small_src, flows, bwd, range(6), masks, feature_norm="standardize")
+    assert cyc_small.item() == pytest.approx(cyc.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="feature_norm must be one of"):
+        feature_regression_loss(src, tgt, flows, range(6), w, feature_norm="l2")
+
+
+def test_standardize_feature_pair_statistics():
+    torch.manual_seed(2)
+    a, b = 4.0 + 3.0 * torch.randn(2, 5, 6, 7), 4.0 + 3.0 * torch.randn(2, 5, 6, 7)
+    na, nb = standardize_feature_pair(a, b)
+    both = torch.stack((na, nb), dim=1)
+    assert both.mean(dim=(1, 3, 4)).abs().max() < 1e-5  # every channel centred, per image
+    assert both.square().mean(dim=(1, 2, 3, 4)).sub(1.0).abs().max() < 1e-4  # unit pooled scale
+
+
+def test_cycle_without_flow_gradient_trains_only_the_features():
+    torch.manual_seed(3)
+    feats = [f.requires_grad_(True) for f in _pyramid()]
+    fwd = [f.requires_grad_(True) for f in _const_flows(0.4)]
+    bwd = [f.requires_grad_(True) for f in _const_flows(-0.3)]
+    masks = [torch.ones(1, 1, h, w) for h, w in SIZES]
+    loss = cycle_consistency_loss(feats, fwd, bwd, range(6), masks, flow_grad=False)
+    loss.backward()
+    assert all(f.grad is None for f in fwd + bwd)
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
 
 
 def test_variance_covariance_subsampling_is_seeded_and_exact():

@@ -1,5 +1,6 @@
 """The embedded synthetic data: ground truth consistent with the images, determinism, speed."""
 
+import dataclasses
 import time
 
 import pytest
@@ -7,12 +8,16 @@ import torch
 from torchvision.transforms import v2
 
 from mcjepa.data.synthetic import (
+    SHAPE_CLASSES,
+    SceneMotion,
     SyntheticFlowDataset,
     SyntheticImageDataset,
     SyntheticPair,
+    SyntheticShapeDataset,
     example_pair,
     render_image,
     render_pair,
+    scene_motion,
 )
 from mcjepa.ops import backward_warp
 
@@ -26,9 +31,14 @@ def _errors(pair: SyntheticPair) -> tuple[float, float]:
     return (warped - i1).abs()[visible].mean().item(), (i2 - i1).abs()[visible].mean().item()
 
 
+def _no_brightness(preset: str, size: tuple[int, int]) -> SceneMotion:
+    return dataclasses.replace(scene_motion(preset, size), brightness=0.0)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 7])
-def test_backward_warp_with_gt_flow_reconstructs_frame1(seed):
-    pair = render_pair(seed, size=(64, 80), max_motion=5.0)
+@pytest.mark.parametrize("preset", ["translation", "rich"])
+def test_backward_warp_with_gt_flow_reconstructs_frame1(seed, preset):
+    pair = render_pair(seed, size=(64, 80), motion=_no_brightness(preset, (64, 80)))
     assert pair.image1.dtype == torch.uint8 and pair.image1.shape == (3, 64, 80)
     assert pair.flow.dtype == torch.float32 and pair.flow.shape == (2, 64, 80)
     assert pair.occlusion.dtype == torch.bool and pair.occlusion.shape == (1, 64, 80)
@@ -38,14 +48,15 @@ def test_backward_warp_with_gt_flow_reconstructs_frame1(seed):
 
 
 def test_flow_sign_convention_against_a_shifted_flow():
-    pair = render_pair(3, size=(64, 80), max_motion=5.0)
+    pair = render_pair(3, size=(64, 80), motion=_no_brightness("rich", (64, 80)))
     good, _ = _errors(pair)
     flipped = SyntheticPair(pair.image1, pair.image2, -pair.flow, pair.occlusion)
     assert _errors(flipped)[0] > 3 * good
 
 
-def test_occlusion_marks_pixels_leaving_the_frame_and_hidden_pixels():
-    pair = render_pair(5, size=(64, 80), max_motion=5.0)
+@pytest.mark.parametrize("preset", ["translation", "rich"])
+def test_occlusion_marks_pixels_leaving_the_frame_and_hidden_pixels(preset):
+    pair = render_pair(5, size=(64, 80), motion=_no_brightness(preset, (64, 80)))
     _, h, w = pair.flow.shape
     xs = torch.arange(w).view(1, w) + pair.flow[0]
     ys = torch.arange(h).view(h, 1) + pair.flow[1]
@@ -61,12 +72,31 @@ def test_occlusion_marks_pixels_leaving_the_frame_and_hidden_pixels():
     assert err[hidden].mean() > 5 * err[~occ].mean()
 
 
-def test_flow_is_piecewise_constant_translations():
-    pair = render_pair(2, size=(48, 48), num_shapes=(3, 3), max_motion=4.0)
+def test_translation_preset_flow_is_piecewise_constant_translations():
+    pair = render_pair(2, size=(48, 48), num_shapes=(3, 3), max_motion=4.0, motion="translation")
     motions = torch.unique(pair.flow.reshape(2, -1), dim=1)
     assert 2 <= motions.shape[1] <= 4  # background + up to 3 visible shapes
     assert motions.norm(dim=0).max() <= 4.0 + 1e-5
     assert (motions != motions.round()).any()  # sub-pixel motion
+
+
+def test_rich_preset_has_large_rotating_scaling_motion_and_a_brightness_change():
+    size = (96, 128)
+    pairs = [render_pair(seed, size) for seed in range(6)]
+    mags = torch.stack([p.flow.norm(dim=0).mean() for p in pairs])
+    assert mags.mean() > 4.0  # the coarse levels matter: tens of pixels at the larger sizes
+    assert max(p.flow.norm(dim=0).max() for p in pairs) > 12.0
+    # the camera's homography and the shapes' rotation / scale: the flow varies within each layer
+    for p in pairs:
+        assert torch.unique(p.flow.reshape(2, -1), dim=1).shape[1] > 1000
+    # brightness constancy does not hold: frame 2 differs from frame 1 warped by the true flow by
+    # more than the interpolation error alone would explain (compare with _no_brightness)
+    bright = [_errors(p)[0] for p in pairs]
+    exact = [_errors(render_pair(seed, size, motion=_no_brightness("rich", size)))[0] for seed in range(6)]
+    assert sum(bright) > 2 * sum(exact)
+    # motion grows with the image: 16% of the shorter side for shapes, 10% for the camera
+    assert scene_motion("rich", (256, 512)).translation == pytest.approx(40.96)
+    assert scene_motion("rich", (64, 96)).camera_translation == pytest.approx(6.4)
 
 
 def test_deterministic_by_seed_and_seeds_differ():
@@ -84,7 +114,7 @@ def test_render_is_fast():
     start = time.perf_counter()
     for seed in range(10):
         render_pair(seed, (128, 128))
-    assert (time.perf_counter() - start) / 10 < 0.05
+    assert (time.perf_counter() - start) / 10 < 0.1  # ~0.02 s on an idle 2-core machine
 
 
 def test_bad_arguments():
@@ -94,6 +124,12 @@ def test_bad_arguments():
         render_pair(0, num_shapes=(4, 2))
     with pytest.raises(ValueError, match="max_motion"):
         render_pair(0, max_motion=float("nan"))
+    with pytest.raises(ValueError, match="motion must be one of"):
+        render_pair(0, motion="sideways")
+    with pytest.raises(ValueError, match="SceneMotion.rotation_deg"):
+        SceneMotion(rotation_deg=-1.0)
+    with pytest.raises(ValueError, match="max_motion with a preset"):
+        render_pair(0, max_motion=3.0, motion=SceneMotion())
 
 
 def test_flow_dataset_items():
@@ -124,6 +160,16 @@ def test_image_dataset_works_with_transforms_v2():
     )
     out = SyntheticImageDataset(4, size=(48, 64), seed=1, transform=tf)[0]
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32 and out.max() <= 1.0
+
+
+def test_shape_dataset_is_balanced_labelled_and_deterministic():
+    ds = SyntheticShapeDataset(12, size=(40, 40), seed=3)
+    labels = [ds[i][1] for i in range(12)]
+    assert labels == [i % len(SHAPE_CLASSES) for i in range(12)]
+    img, _ = ds[4]
+    assert img.dtype == torch.uint8 and img.shape == (3, 40, 40)
+    assert torch.equal(img, SyntheticShapeDataset(12, size=(40, 40), seed=3)[4][0])
+    assert not torch.equal(img, SyntheticShapeDataset(12, size=(40, 40), seed=4)[4][0])
 
 
 def test_example_pair_is_fixed():

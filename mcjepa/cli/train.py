@@ -117,6 +117,12 @@ def _print_summary(summary: dict) -> None:
         print(f"  zero flow        {summary['trained_zero_flow_epe']:.3f}")
         print(f"  untrained model  {summary.get('untrained_epe', float('nan')):.3f}")
         print(f"  trained model    {summary['trained_epe']:.3f}")
+    for name, title in (("shapes", "synthetic shapes (6 classes)"), ("fmnist", "Fashion-MNIST (5,000 / 2,000)")):
+        if f"{name}_knn" in summary:
+            print(f"content: 20-NN top-1 % on {title}:")
+            print(f"  raw pixels       {100 * summary[f'{name}_knn_pixels']:.1f}")
+            print(f"  random encoder   {100 * summary[f'{name}_knn_random']:.1f}")
+            print(f"  trained encoder  {100 * summary[f'{name}_knn']:.1f}")
     if "release" in summary:
         print(
             f"release written to {summary['release']} (load it with mcjepa.flow.load(weights='{summary['release']}'))"

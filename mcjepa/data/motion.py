@@ -33,6 +33,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .samplers import sample_rng
+from .synthetic import MOTION_PRESETS
 
 __all__ = ["LAYOUTS", "MotionPairs", "TorchvisionFramePairs", "Kitti2012FramePairs", "build_motion_datasets"]
 
@@ -163,11 +164,13 @@ class Kitti2012FramePairs(Dataset):
 class _SyntheticFrames(Dataset):
     """Only the two frames of :class:`mcjepa.data.synthetic.SyntheticFlowDataset` (its ground truth is dropped)."""
 
-    def __init__(self, num_pairs: int, size: Sequence[int], seed: int, max_motion: float | None) -> None:
+    def __init__(
+        self, num_pairs: int, size: Sequence[int], seed: int, max_motion: float | None, motion: str = "rich"
+    ) -> None:
         from .synthetic import SyntheticFlowDataset
 
-        kw = {} if max_motion is None else {"max_motion": max_motion}
-        self.dataset = SyntheticFlowDataset(num_pairs, size=(int(size[0]), int(size[1])), seed=seed, **kw)
+        size = (int(size[0]), int(size[1]))
+        self.dataset = SyntheticFlowDataset(num_pairs, size=size, seed=seed, max_motion=max_motion, motion=motion)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -190,7 +193,7 @@ _KEYS: dict[str, dict[str, str]] = {
     "hd1k": {"root": _STR, "split": _STR},
     "video": {"root": _STR, "frame_step": _INT, "max_pairs_per_video": _INT, "resize_shorter": _INT, "cache_mb": _NUM},
     "frames": {"root": _STR, "frame_step": _INT, "max_pairs_per_sequence": _INT, "resize_shorter": _INT},
-    "synthetic": {"num_pairs": _INT, "size": _PAIR, "seed": _INT, "max_motion": _NUM},
+    "synthetic": {"num_pairs": _INT, "size": _PAIR, "seed": _INT, "max_motion": _NUM, "motion": _STR},
 }
 _CAMERAS = ("left", "right", "both")
 _REQUIRED = {name: ("root", "crop") for name in _KEYS if name != "synthetic"} | {"synthetic": ("num_pairs", "size")}
@@ -241,7 +244,13 @@ def _validate(i: int, spec: Any) -> dict[str, Any]:
         if spec.get(key) is not None and spec[key] < 1:
             raise ValueError(f"{where}: key {key!r} must be >= 1, got {spec[key]}")
     split_choices = {"flyingchairs": ("train", "val")}.get(name, ("train", "test"))
-    for key, choices in (("split", split_choices), ("pass_name", ("clean", "final", "both")), ("camera", _CAMERAS)):
+    choices_by_key = (
+        ("split", split_choices),
+        ("pass_name", ("clean", "final", "both")),
+        ("camera", _CAMERAS),
+        ("motion", MOTION_PRESETS),
+    )
+    for key, choices in choices_by_key:
         if spec.get(key) is not None and spec[key] not in choices:
             raise ValueError(f"{where}: key {key!r} must be one of {list(choices)}, got {spec[key]!r}")
     if "root" in allowed:
@@ -288,7 +297,7 @@ def _source(spec: dict[str, Any]) -> Dataset:
             max_pairs_per_sequence=g("max_pairs_per_sequence"),
             resize_shorter=g("resize_shorter"),
         )
-    return _SyntheticFrames(spec["num_pairs"], spec["size"], g("seed") or 0, g("max_motion"))
+    return _SyntheticFrames(spec["num_pairs"], spec["size"], g("seed") or 0, g("max_motion"), g("motion") or "rich")
 
 
 def build_motion_datasets(specs: Sequence[dict[str, Any]], seed: int | None = None) -> list[MotionPairs]:
@@ -300,7 +309,7 @@ def build_motion_datasets(specs: Sequence[dict[str, Any]], seed: int | None = No
     "both"), ``camera`` (FlyingThings3D: "left" default, "right", "both"); video: ``frame_step``,
     ``max_pairs_per_video``, ``resize_shorter``, ``cache_mb``; frames: ``frame_step``,
     ``max_pairs_per_sequence``, ``resize_shorter``; synthetic: ``num_pairs``, ``size`` [h, w], ``seed``,
-    ``max_motion``. ``seed`` (not a spec key) seeds crops and flips per sample (spec ``i`` uses ``seed + i``).
+    ``max_motion``, ``motion`` (``"rich"`` default or ``"translation"``, :func:`mcjepa.data.synthetic.scene_motion`). ``seed`` (not a spec key) seeds crops and flips per sample (spec ``i`` uses ``seed + i``).
     """
     if isinstance(specs, dict) or not isinstance(specs, Sequence) or not specs:
         raise ValueError("motion datasets: expected a non-empty list of dataset specs")

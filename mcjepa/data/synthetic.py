@@ -2,25 +2,29 @@
 
 Every scene is a stack of layers in depth order: a background filling the frame, then 2-5
 shapes (discs, ellipses, rotated rectangles), each with its own procedural texture (a sum of
-random coloured sinusoids) and its own translation between the two frames (sub-pixel, up to
-``max_motion`` pixels). Both frames are rendered by evaluating the textures at the exact
+random coloured sinusoids). Between the two frames the background moves under a camera
+homography (translation, rotation, zoom, perspective) and every shape under its own similarity
+(translation, rotation and scale about its centre); frame 2's brightness changes. How much is a
+:class:`SceneMotion` (presets: :func:`scene_motion`; ``"translation"`` keeps the original
+translation-only set). Both frames are rendered by evaluating the textures at the exact
 continuous layer coordinates, so sub-pixel motion introduces no resampling blur, and the
 ground truth follows from the geometry:
 
-* ``flow`` (2, H, W), pixels, forward (frame 1 -> frame 2): the translation of the top layer at
-  each pixel of frame 1, so ``mcjepa.ops.backward_warp(image2, flow) ~ image1`` wherever the
-  pixel stays visible (the project's convention, torchvision's RAFT convention);
+* ``flow`` (2, H, W), pixels, forward (frame 1 -> frame 2): where the top layer's point at each
+  frame-1 pixel is in frame 2, minus that pixel, so ``mcjepa.ops.backward_warp(image2, flow) ~
+  image1`` wherever the pixel stays visible, up to the brightness change (the project's
+  convention, torchvision's RAFT convention);
 * ``occlusion`` (1, H, W), bool: True where the frame-1 pixel is not visible in frame 2, because
   a layer above it covers its new position or because it left the frame.
 
 Everything is deterministic given the seed (numpy ``default_rng``) and vectorised: a 128x128 pair
-takes a few milliseconds on a CPU. The ground truth is for evaluation only; training uses the
+takes about 10 ms on a CPU. The ground truth is for evaluation only; training uses the
 images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -33,6 +37,9 @@ __all__ = [
     "SyntheticFlowDataset",
     "SyntheticImageDataset",
     "SyntheticPair",
+    "MOTION_PRESETS",
+    "SceneMotion",
+    "scene_motion",
     "example_pair",
     "render_image",
     "render_pair",
@@ -43,7 +50,9 @@ _SEED_STRIDE = 1_000_003  # dataset item i of a dataset seeded s renders scene s
 _NUM_WAVES = 10  # sinusoids per texture
 _WAVELENGTHS = (6.0, 48.0)  # pixels, sampled log-uniformly
 _TEXTURE_AMPLITUDE = 0.9  # summed amplitude of a texture's sinusoids, in [0, 1] intensity units
-_SHAPE_KINDS = ("disc", "ellipse", "rectangle")
+_SHAPE_KINDS = ("disc", "ellipse", "rectangle", "triangle", "cross", "ring", "star")
+# the classes of SyntheticShapeDataset (labelled, for content probes): one silhouette each
+SHAPE_CLASSES = ("disc", "rectangle", "triangle", "cross", "ring", "star")
 
 
 @dataclass(frozen=True)
@@ -70,39 +79,68 @@ class _Texture:
     phases: np.ndarray  # (K,)
     colours: np.ndarray  # (K, 3) amplitude per channel
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Texture at the grid ``x`` (W,) by ``y`` (H,) of layer coordinates: float32 (3, H, W).
+    def evaluate_affine(self, inv: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Texture on the pixel grid ``xs`` (W,) by ``ys`` (H,) of a layer whose layer coordinates
+        are the affine map ``inv`` (3x3, last row 0 0 1) of the pixels: float32 (3, H, W).
 
-        Uses ``sin(a + b) = sin a cos b + cos a sin b`` so that only O(K (H + W)) sines are
-        evaluated and the rest is two small matrix products.
-        """
-        a = self.freqs[:, :1] * x[None, :]  # (K, W)
-        b = self.freqs[:, 1:] * y[None, :] + self.phases[:, None]  # (K, H)
-        k, h, w = len(self.phases), len(y), len(x)
-        cb = (self.colours[:, :, None] * np.cos(b)[:, None, :]).reshape(k, 3 * h)
-        sb = (self.colours[:, :, None] * np.sin(b)[:, None, :]).reshape(k, 3 * h)
-        out = cb.T @ np.sin(a) + sb.T @ np.cos(a)  # (3H, W)
+        Each wave stays a plane wave in pixel coordinates, ``sin(a x + b y + c)``, and
+        ``sin(u + v) = sin u cos v + cos u sin v`` leaves O(K (H + W)) sines and two small
+        matrix products."""
+        fx, fy = self.freqs[:, 0].astype(np.float64), self.freqs[:, 1].astype(np.float64)
+        a = fx * inv[0, 0] + fy * inv[1, 0]
+        b = fx * inv[0, 1] + fy * inv[1, 1]
+        c = fx * inv[0, 2] + fy * inv[1, 2] + self.phases
+        ax = (a[:, None] * xs[None, :]).astype(np.float32)  # (K, W)
+        by = (b[:, None] * ys[None, :] + c[:, None]).astype(np.float32)  # (K, H)
+        k, h, w = len(c), len(ys), len(xs)
+        cb = (self.colours[:, :, None] * np.cos(by)[:, None, :]).reshape(k, 3 * h)
+        sb = (self.colours[:, :, None] * np.sin(by)[:, None, :]).reshape(k, 3 * h)
+        out = cb.T @ np.sin(ax) + sb.T @ np.cos(ax)  # (3H, W)
         return out.reshape(3, h, w) + self.base[:, None, None]
+
+    def evaluate_at(self, qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
+        """Texture at arbitrary layer coordinates ``(qx, qy)``, two (H, W) arrays: (3, H, W)."""
+        qx, qy = qx.astype(np.float32), qy.astype(np.float32)  # float32: ~1e-5 of a wave's phase
+        arg = self.freqs[:, 0, None, None] * qx + self.freqs[:, 1, None, None] * qy + self.phases[:, None, None]
+        out = np.tensordot(self.colours.T, np.sin(arg, out=arg), axes=1)
+        return out + self.base[:, None, None]
 
 
 @dataclass(frozen=True)
 class _Shape:
+    """A shape's support in its layer coordinates (centred on the shape)."""
+
     kind: str
-    centre: np.ndarray  # (2,) (x, y) in frame 1, pixels
     half_axes: tuple[float, float]
     angle: float
-    motion: np.ndarray  # (2,) (u, v) pixels
-    texture: _Texture
 
     def covers(self, qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
-        """Boolean support at layer coordinates ``(qx, qy)`` (relative to the shape's centre)."""
+        """Boolean support at layer coordinates ``(qx, qy)``."""
         c, s = np.cos(self.angle), np.sin(self.angle)
         u = c * qx + s * qy
         v = -s * qx + c * qy
         a, b = self.half_axes
-        if self.kind == "rectangle":
+        kind = self.kind
+        if kind == "rectangle":
             return (np.abs(u) <= a) & (np.abs(v) <= b)
-        return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+        if kind in ("disc", "ellipse"):
+            return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+        v = v * (a / b)  # the other kinds: size a, stretched by b / a along v
+        r2 = u**2 + v**2
+        if kind == "ring":
+            return (r2 <= a**2) & (r2 >= (0.55 * a) ** 2)
+        if kind == "cross":
+            arm = a / 3.0
+            return ((np.abs(u) <= a) & (np.abs(v) <= arm)) | ((np.abs(u) <= arm) & (np.abs(v) <= a))
+        phi = np.arctan2(v, u)
+        if kind == "star":
+            return np.sqrt(r2) <= a * (0.6 + 0.4 * np.cos(5.0 * phi))
+        # triangle: inside the three half-planes of an equilateral triangle of circumradius a
+        inside = np.ones(np.broadcast_shapes(u.shape, v.shape), dtype=bool)
+        for k in range(3):
+            t = 2.0 * np.pi * k / 3.0
+            inside &= u * np.cos(t) + v * np.sin(t) <= 0.5 * a
+        return inside
 
 
 def _random_texture(rng: np.random.Generator) -> _Texture:
@@ -122,100 +160,263 @@ def _random_texture(rng: np.random.Generator) -> _Texture:
     )
 
 
-def _random_motion(rng: np.random.Generator, max_motion: float) -> np.ndarray:
+@dataclass(frozen=True)
+class SceneMotion:
+    """How the layers of a synthetic scene move between the two frames (all maxima; each scene
+    draws its values uniformly, signs included).
+
+    Attributes:
+        translation: largest translation of a foreground shape, pixels (uniform in the disc).
+        rotation_deg: largest rotation of a shape about its own centre, degrees.
+        scale: largest relative size change of a shape: the factor is log-uniform in
+            ``[1 / (1 + scale), 1 + scale]``.
+        camera_translation: largest translation of the background (the camera), pixels.
+        camera_rotation_deg, camera_scale: rotation and zoom of the background about the image
+            centre.
+        camera_perspective: projective part of the background's homography: the homogeneous
+            weight changes by up to this fraction at the image border (0 = affine camera).
+        brightness: frame 2's colours become ``gain * c + bias`` with a global gain in
+            ``[1 - b, 1 + b]`` (plus up to ``b / 4`` per channel) and a bias in ``[-b / 2, b / 2]``;
+            the flow is unchanged, so brightness constancy no longer holds exactly.
+    """
+
+    translation: float = 4.0
+    rotation_deg: float = 0.0
+    scale: float = 0.0
+    camera_translation: float = 4.0
+    camera_rotation_deg: float = 0.0
+    camera_scale: float = 0.0
+    camera_perspective: float = 0.0
+    brightness: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"SceneMotion.{f.name} must be a finite number >= 0, got {value!r}")
+        if self.brightness >= 1 or self.camera_perspective >= 0.5 or self.scale >= 1 or self.camera_scale >= 1:
+            raise ValueError("SceneMotion: brightness, scale and camera_scale must be < 1, camera_perspective < 0.5")
+
+
+MOTION_PRESETS = ("rich", "translation")
+
+
+def scene_motion(preset: str = "rich", size: tuple[int, int] = (128, 128), max_motion: float | None = None) -> SceneMotion:
+    """Return a preset :class:`SceneMotion` for frames of ``size = (H, W)``.
+
+    * ``"rich"`` (the default everywhere): what real footage has. Shapes translate by up to 16%
+      of the shorter image side (15 px at 96x128, 41 px at 256x512), rotate by up to 15 degrees
+      and scale by up to 12%; the camera translates by up to 10% of the shorter side, rotates by
+      up to 4 degrees, zooms by up to 5% and tilts (homography, 2%); frame 2's brightness changes
+      by up to 10%. Motion grows with the image, as it does when footage is filmed at a higher
+      resolution, so the coarse pyramid levels matter at every size (for scale: FlyingChairs'
+      mean motion is about 3% of its shorter side, KITTI's largest reach 40%).
+    * ``"translation"``: the original easy set: every layer, background included, translates
+      by up to 4 px; nothing else changes between the frames.
+
+    ``max_motion`` (pixels) replaces the largest shape translation; the camera's becomes 5/8 of
+    it in the rich preset and equal to it in the translation preset.
+    """
+    if preset not in MOTION_PRESETS:
+        raise ValueError(f"motion must be one of {MOTION_PRESETS} or a SceneMotion, got {preset!r}")
+    if max_motion is not None and not (np.isfinite(max_motion) and max_motion >= 0):
+        raise ValueError(f"max_motion must be a finite number of pixels >= 0, got {max_motion!r}")
+    if preset == "translation":
+        m = 4.0 if max_motion is None else float(max_motion)
+        return SceneMotion(translation=m, camera_translation=m)
+    short = float(min(size))
+    m = 0.16 * short if max_motion is None else float(max_motion)
+    return SceneMotion(
+        translation=m,
+        rotation_deg=15.0,
+        scale=0.12,
+        camera_translation=0.625 * m,
+        camera_rotation_deg=4.0,
+        camera_scale=0.05,
+        camera_perspective=0.02,
+        brightness=0.1,
+    )
+
+
+def _random_translation(rng: np.random.Generator, max_motion: float) -> np.ndarray:
     """Uniform in the disc of radius ``max_motion`` pixels."""
     radius = max_motion * np.sqrt(rng.uniform())
     angle = rng.uniform(0.0, 2 * np.pi)
-    return np.array([radius * np.cos(angle), radius * np.sin(angle)], dtype=np.float32)
+    return np.array([radius * np.cos(angle), radius * np.sin(angle)])
+
+
+def _similarity(angle_deg: float, log_scale: float, translation: np.ndarray) -> np.ndarray:
+    """3x3 matrix of ``x -> s R x + t``."""
+    a, sc = np.deg2rad(angle_deg), np.exp(log_scale)
+    c, s = sc * np.cos(a), sc * np.sin(a)
+    return np.array([[c, -s, translation[0]], [s, c, translation[1]], [0.0, 0.0, 1.0]])
+
+
+def _translate(t: np.ndarray) -> np.ndarray:
+    return _similarity(0.0, 0.0, t)
+
+
+def _random_similarity(rng: np.random.Generator, max_t: float, max_deg: float, max_scale: float) -> np.ndarray:
+    translation = _random_translation(rng, max_t)
+    angle = rng.uniform(-max_deg, max_deg) if max_deg > 0 else 0.0
+    log_s = rng.uniform(-np.log1p(max_scale), np.log1p(max_scale)) if max_scale > 0 else 0.0
+    return _similarity(angle, log_s, translation)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """A textured layer; ``to_frame[t]`` maps layer coordinates to frame-t pixels (3x3)."""
+
+    texture: _Texture
+    to_frame: tuple[np.ndarray, np.ndarray]
+    shape: _Shape | None = None  # None: the background, which fills the frame
+
+    def layer_coords(self, t: int, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Layer coordinates of the frame-t pixels ``(px, py)`` (arrays of one shape)."""
+        inv = np.linalg.inv(self.to_frame[t])
+        w = inv[2, 0] * px + inv[2, 1] * py + inv[2, 2]
+        return (inv[0, 0] * px + inv[0, 1] * py + inv[0, 2]) / w, (inv[1, 0] * px + inv[1, 1] * py + inv[1, 2]) / w
+
+    def covers(self, t: int, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+        if self.shape is None:
+            return np.ones(np.broadcast_shapes(px.shape, py.shape), dtype=bool)
+        return self.shape.covers(*self.layer_coords(t, px, py))
+
+    def frame1_to_frame2(self, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the frame-1 pixels ``(px, py)`` of this layer are in frame 2."""
+        m = self.to_frame[1] @ np.linalg.inv(self.to_frame[0])
+        w = m[2, 0] * px + m[2, 1] * py + m[2, 2]
+        return (m[0, 0] * px + m[0, 1] * py + m[0, 2]) / w, (m[1, 0] * px + m[1, 1] * py + m[1, 2]) / w
+
+
+def _camera(rng: np.random.Generator, size: tuple[int, int], motion: SceneMotion) -> np.ndarray:
+    """The background's frame-2 homography about the image centre (frame 1 is the identity)."""
+    h, w = size
+    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    a = _random_similarity(rng, motion.camera_translation, motion.camera_rotation_deg, motion.camera_scale)
+    if motion.camera_perspective > 0:
+        p = motion.camera_perspective
+        a[2, 0] = rng.uniform(-p, p) / max(centre[0], 1.0)
+        a[2, 1] = rng.uniform(-p, p) / max(centre[1], 1.0)
+    return _translate(centre) @ a @ _translate(-centre)
 
 
 def _random_scene(
-    rng: np.random.Generator, size: tuple[int, int], num_shapes: tuple[int, int], max_motion: float
-) -> tuple[_Texture, np.ndarray, list[_Shape]]:
+    rng: np.random.Generator, size: tuple[int, int], num_shapes: tuple[int, int], motion: SceneMotion
+) -> list[_Layer]:
+    """Background first, then the shapes in depth order (the last is on top)."""
     h, w = size
-    bg_texture = _random_texture(rng)
-    bg_motion = _random_motion(rng, max_motion)
-    shapes = []
+    identity = np.eye(3)
+    layers = [_Layer(_random_texture(rng), (identity, _camera(rng, size, motion)))]
     for _ in range(int(rng.integers(num_shapes[0], num_shapes[1] + 1))):
         kind = _SHAPE_KINDS[int(rng.integers(len(_SHAPE_KINDS)))]
         r = float(rng.uniform(0.1, 0.3) * min(h, w))
         half_axes = (r, r) if kind == "disc" else (r, r * float(rng.uniform(0.4, 1.0)))
-        shapes.append(
-            _Shape(
-                kind=kind,
-                centre=np.array([rng.uniform(0, w), rng.uniform(0, h)], dtype=np.float32),
-                half_axes=half_axes,
-                angle=float(rng.uniform(0.0, np.pi)),
-                motion=_random_motion(rng, max_motion),
-                texture=_random_texture(rng),
-            )
-        )
-    return bg_texture, bg_motion, shapes
+        shape = _Shape(kind=kind, half_axes=half_axes, angle=float(rng.uniform(0.0, np.pi)))
+        centre = np.array([rng.uniform(0, w), rng.uniform(0, h)])
+        move = _random_similarity(rng, motion.translation, motion.rotation_deg, motion.scale)
+        # frame 2: rotate and scale about the shape's centre, then translate
+        layers.append(_Layer(_random_texture(rng), (_translate(centre), _translate(centre) @ move), shape))
+    return layers
+
+
+def _brightness(rng: np.random.Generator, b: float) -> tuple[np.ndarray, np.ndarray]:
+    if b <= 0:
+        return np.ones((3, 1, 1)), np.zeros((3, 1, 1))
+    gain = 1.0 + rng.uniform(-b, b) + rng.uniform(-b / 4, b / 4, 3)
+    bias = rng.uniform(-b / 2, b / 2)
+    return gain.reshape(3, 1, 1), np.full((3, 1, 1), bias)
 
 
 def _to_uint8(image: np.ndarray) -> Tensor:
     return torch.from_numpy(np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
-def _check_args(size: tuple[int, int], num_shapes: tuple[int, int], max_motion: float) -> tuple[int, int]:
+def _check_args(size: tuple[int, int], num_shapes: tuple[int, int]) -> tuple[int, int]:
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (H, W) with positive entries, got {size!r}")
     if len(num_shapes) != 2 or not 0 <= num_shapes[0] <= num_shapes[1]:
         raise ValueError(f"num_shapes must be a (min, max) range with 0 <= min <= max, got {num_shapes!r}")
-    if not (np.isfinite(max_motion) and max_motion >= 0):
-        raise ValueError(f"max_motion must be a finite number of pixels >= 0, got {max_motion!r}")
     return int(size[0]), int(size[1])
 
 
+def _resolve_motion(motion: str | SceneMotion, size: tuple[int, int], max_motion: float | None) -> SceneMotion:
+    if isinstance(motion, SceneMotion):
+        if max_motion is not None:
+            raise ValueError("pass max_motion with a preset name, or set it inside the SceneMotion")
+        return motion
+    return scene_motion(motion, size, max_motion)
+
+
+def _render(layers: list[_Layer], t: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    px, py = np.meshgrid(xs, ys)
+    image = None
+    for layer in layers:
+        qx, qy = layer.layer_coords(t, px, py)
+        inv = np.linalg.inv(layer.to_frame[t])
+        if np.allclose(inv[2], (0.0, 0.0, 1.0), rtol=0.0, atol=1e-15):
+            colour = layer.texture.evaluate_affine(inv, xs, ys)  # separable: much faster
+        else:
+            colour = layer.texture.evaluate_at(qx, qy)  # the camera's homography
+        if layer.shape is None:
+            image = colour
+        else:
+            image = np.where(layer.shape.covers(qx, qy)[None], colour, image)
+    return image
+
+
 def render_pair(
-    seed: int, size: tuple[int, int] = (128, 128), num_shapes: tuple[int, int] = (2, 5), max_motion: float = 4.0
+    seed: int,
+    size: tuple[int, int] = (128, 128),
+    num_shapes: tuple[int, int] = (2, 5),
+    max_motion: float | None = None,
+    motion: str | SceneMotion = "rich",
 ) -> SyntheticPair:
     """Render the frame pair of scene ``seed``.
 
     Args:
-        seed: scene seed; the same seed always gives the same pair.
+        seed: scene seed; the same seed (and arguments) always gives the same pair.
         size: ``(H, W)`` in pixels.
         num_shapes: inclusive ``(min, max)`` number of moving shapes over the background.
-        max_motion: largest translation of any layer between the frames, in pixels.
+        max_motion: largest shape translation in pixels (default: the preset's; see
+            :func:`scene_motion`).
+        motion: a preset name (``"rich"``: camera homography, rotating and scaling shapes,
+            brightness change; ``"translation"``: the original translation-only set) or a
+            :class:`SceneMotion`.
 
     Returns:
         A :class:`SyntheticPair` (uint8 frames, float32 flow in pixels, bool occlusion).
     """
-    h, w = _check_args(size, num_shapes, max_motion)
+    h, w = _check_args(size, num_shapes)
+    spec = _resolve_motion(motion, (h, w), max_motion)
     rng = np.random.default_rng(seed)
-    bg_texture, bg_motion, shapes = _random_scene(rng, (h, w), num_shapes, max_motion)
-    xs = np.arange(w, dtype=np.float32)
-    ys = np.arange(h, dtype=np.float32)
+    layers = _random_scene(rng, (h, w), num_shapes, spec)
+    gain, bias = _brightness(rng, spec.brightness)
+    xs = np.arange(w, dtype=np.float64)
+    ys = np.arange(h, dtype=np.float64)
+    image1 = _render(layers, 0, xs, ys)
+    image2 = _render(layers, 1, xs, ys) * gain + bias
 
-    frames = []
-    for t in (0.0, 1.0):
-        # layer coordinates: a point at layer coordinate q sits at q + offset (+ motion in frame 2)
-        image = bg_texture.evaluate(xs - t * bg_motion[0], ys - t * bg_motion[1])
-        for shape in shapes:
-            ox, oy = shape.centre + t * shape.motion
-            mask = shape.covers(xs[None, :] - ox, ys[:, None] - oy)
-            if mask.any():
-                image = np.where(mask[None], shape.texture.evaluate(xs - ox, ys - oy), image)
-        frames.append(image)
-
-    # top layer of every frame-1 pixel (0 = background, i = shapes[i - 1]) and its motion
-    motions = np.stack([bg_motion] + [s.motion for s in shapes])  # (L, 2)
+    # top layer of every frame-1 pixel (0 = background) and where that point is in frame 2
+    px, py = np.meshgrid(xs, ys)
     top = np.zeros((h, w), dtype=np.int64)
-    for i, shape in enumerate(shapes, start=1):
-        top[shape.covers(xs[None, :] - shape.centre[0], ys[:, None] - shape.centre[1])] = i
-    flow = motions[top].transpose(2, 0, 1)  # (2, H, W)
+    for i, layer in enumerate(layers[1:], start=1):
+        top[layer.covers(0, px, py)] = i
+    x2, y2 = np.empty((h, w)), np.empty((h, w))
+    for i, layer in enumerate(layers):
+        sel = top == i
+        if sel.any():
+            x2[sel], y2[sel] = layer.frame1_to_frame2(px[sel], py[sel])
+    flow = np.stack((x2 - px, y2 - py))
 
     # visible in frame 2 iff the new position is inside the frame and no higher layer covers it
-    x2 = xs[None, :] + flow[0]
-    y2 = ys[:, None] + flow[1]
     occluded = (x2 < 0) | (x2 > w - 1) | (y2 < 0) | (y2 > h - 1)
-    for i, shape in enumerate(shapes, start=1):
-        ox, oy = shape.centre + shape.motion
-        occluded |= (top < i) & shape.covers(x2 - ox, y2 - oy)
+    for i, layer in enumerate(layers[1:], start=1):
+        occluded |= (top < i) & layer.covers(1, x2, y2)
 
     return SyntheticPair(
-        image1=_to_uint8(frames[0]),
-        image2=_to_uint8(frames[1]),
+        image1=_to_uint8(image1),
+        image2=_to_uint8(image2),
         flow=torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)),
         occlusion=torch.from_numpy(occluded[None]),
     )
@@ -223,23 +424,18 @@ def render_pair(
 
 def render_image(seed: int, size: tuple[int, int] = (128, 128), num_shapes: tuple[int, int] = (3, 8)) -> Tensor:
     """Render one textured image (a single frame of a static scene): uint8 ``(3, H, W)``."""
-    h, w = _check_args(size, num_shapes, 0.0)
+    h, w = _check_args(size, num_shapes)
     rng = np.random.default_rng((seed, 1))  # a stream distinct from render_pair(seed)
-    bg_texture, _, shapes = _random_scene(rng, (h, w), num_shapes, 0.0)
-    xs = np.arange(w, dtype=np.float32)
-    ys = np.arange(h, dtype=np.float32)
-    image = bg_texture.evaluate(xs, ys)
-    for shape in shapes:
-        ox, oy = shape.centre
-        mask = shape.covers(xs[None, :] - ox, ys[:, None] - oy)
-        if mask.any():
-            image = np.where(mask[None], shape.texture.evaluate(xs - ox, ys - oy), image)
-    return _to_uint8(image)
+    layers = _random_scene(rng, (h, w), num_shapes, _STATIC)
+    return _to_uint8(_render(layers, 0, np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)))
+
+
+_STATIC = SceneMotion(translation=0.0, camera_translation=0.0)
 
 
 def example_pair(size: tuple[int, int] = (96, 128)) -> SyntheticPair:
-    """The fixed built-in example pair (4 shapes, motion up to 4 px) used by ``mcjepa-flow``."""
-    return render_pair(EXAMPLE_SEED, size=size, num_shapes=(4, 4), max_motion=4.0)
+    """The fixed built-in example pair (4 shapes, the ``"rich"`` motion preset) used by ``mcjepa-flow``."""
+    return render_pair(EXAMPLE_SEED, size=size, num_shapes=(4, 4))
 
 
 def _check_index(index: int, length: int) -> int:
@@ -261,16 +457,17 @@ class SyntheticFlowDataset(Dataset):
         num_pairs: int,
         size: tuple[int, int] = (128, 128),
         seed: int = 0,
-        max_motion: float = 4.0,
+        max_motion: float | None = None,
         num_shapes: tuple[int, int] = (2, 5),
+        motion: str | SceneMotion = "rich",
     ) -> None:
         if num_pairs < 0:
             raise ValueError(f"num_pairs must be >= 0, got {num_pairs}")
-        _check_args(size, num_shapes, max_motion)
+        h, w = _check_args(size, num_shapes)
         self.num_pairs = int(num_pairs)
-        self.size = (int(size[0]), int(size[1]))
+        self.size = (h, w)
         self.seed = int(seed)
-        self.max_motion = float(max_motion)
+        self.motion = _resolve_motion(motion, (h, w), max_motion)
         self.num_shapes = (int(num_shapes[0]), int(num_shapes[1]))
 
     def __len__(self) -> int:
@@ -278,7 +475,7 @@ class SyntheticFlowDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         i = _check_index(index, self.num_pairs)
-        pair = render_pair(self.seed * _SEED_STRIDE + i, self.size, self.num_shapes, self.max_motion)
+        pair = render_pair(self.seed * _SEED_STRIDE + i, self.size, self.num_shapes, motion=self.motion)
         return {
             "image1": pair.image1.float() / 255.0,
             "image2": pair.image2.float() / 255.0,
@@ -293,22 +490,68 @@ class SyntheticImageDataset(Dataset):
     Item ``i`` is :func:`render_image` of scene ``seed * 1_000_003 + i``, returned as a uint8
     ``(3, H, W)`` :class:`torchvision.tv_tensors.Image`, so torchvision transforms v2 (random
     resized crop, colour jitter, ...) apply to it directly; ``transform`` (optional) is applied
-    to it and its result returned.
+    to it and its result returned. Rendered images are kept in memory (a training run draws each
+    one many times; 2,048 images of 96x96 take 57 MB).
     """
 
     def __init__(self, num_images: int, size: tuple[int, int] = (128, 128), seed: int = 0, transform=None) -> None:
         if num_images < 0:
             raise ValueError(f"num_images must be >= 0, got {num_images}")
-        _check_args(size, (3, 8), 0.0)
+        _check_args(size, (3, 8))
         self.num_images = int(num_images)
         self.size = (int(size[0]), int(size[1]))
         self.seed = int(seed)
         self.transform = transform
+        self._cache: dict[int, Tensor] = {}
 
     def __len__(self) -> int:
         return self.num_images
 
     def __getitem__(self, index: int):
         i = _check_index(index, self.num_images)
-        image = tv_tensors.Image(render_image(self.seed * _SEED_STRIDE + i, self.size))
+        image = self._cache.get(i)
+        if image is None:  # rendered once, then kept (uint8: 27 KB at 96x96)
+            image = self._cache[i] = render_image(self.seed * _SEED_STRIDE + i, self.size)
+        image = tv_tensors.Image(image)
         return self.transform(image) if self.transform is not None else image
+
+
+def render_shape_image(seed: int, label: int, size: tuple[int, int] = (64, 64)) -> Tensor:
+    """Render one labelled image: a single shape of class ``SHAPE_CLASSES[label]`` (random
+    texture, size, aspect, rotation and position) over a textured background: uint8 ``(3, H, W)``."""
+    h, w = _check_args(size, (1, 1))
+    if not 0 <= label < len(SHAPE_CLASSES):
+        raise ValueError(f"label must be in [0, {len(SHAPE_CLASSES) - 1}], got {label}")
+    rng = np.random.default_rng((seed, 2))
+    r = float(rng.uniform(0.25, 0.4) * min(h, w))
+    shape = _Shape(kind=SHAPE_CLASSES[label], half_axes=(r, r * float(rng.uniform(0.7, 1.0))), angle=rng.uniform(0, np.pi))
+    centre = np.array([w, h]) * (0.5 + rng.uniform(-0.12, 0.12, 2))
+    identity = np.eye(3)
+    layers = [
+        _Layer(_random_texture(rng), (identity, identity)),
+        _Layer(_random_texture(rng), (_translate(centre), _translate(centre)), shape),
+    ]
+    return _to_uint8(_render(layers, 0, np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)))
+
+
+class SyntheticShapeDataset(Dataset):
+    """``num_images`` labelled images for content probes: item ``i`` is ``(image, label)`` with
+    ``label = i % len(SHAPE_CLASSES)`` (balanced) and ``image`` a uint8 ``(3, H, W)`` tensor of
+    :func:`render_shape_image` for scene ``seed * 1_000_003 + i``. Classes: :data:`SHAPE_CLASSES`."""
+
+    classes = SHAPE_CLASSES
+
+    def __init__(self, num_images: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> None:
+        if num_images < 0:
+            raise ValueError(f"num_images must be >= 0, got {num_images}")
+        self.num_images = int(num_images)
+        self.size = _check_args(size, (1, 1))
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        i = _check_index(index, self.num_images)
+        label = i % len(SHAPE_CLASSES)
+        return render_shape_image(self.seed * _SEED_STRIDE + i, label, self.size), label

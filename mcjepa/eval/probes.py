@@ -34,7 +34,13 @@ __all__ = [
     "knn_classify",
     "linear_probe",
     "evaluate_probes",
+    "FASHION_MNIST_ROOT",
+    "knn_accuracy",
+    "probe_images",
 ]
+
+# where Debian's dataset-fashion-mnist installs its IDX files
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -225,3 +231,27 @@ def evaluate_probes(
         "k": k,
         "temperature": temperature,
     }
+
+
+def probe_images(dataset: torch.utils.data.Dataset, image_size: int, max_items: int | None = None) -> tuple[Tensor, Tensor]:
+    """Return ``(images uint8 (N, 3, s, s), labels (N,) int64)``: the first ``max_items`` items of a
+    ``(image, label)`` dataset, resized (shorter side) and centre-cropped to ``s = image_size`` as
+    :func:`extract_embeddings` does. Flattened and scaled to [0, 1] they are the raw-pixel baseline."""
+    tf = _transform(image_size)
+    n = len(dataset) if max_items is None else min(max_items, len(dataset))
+    images, labels = [], []
+    for i in range(n):
+        img, y = dataset[i]
+        images.append(tf(img))
+        labels.append(int(y))
+    return torch.stack(images), torch.tensor(labels)
+
+
+def knn_accuracy(
+    train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], k: int = 20, temperature: float = 0.07
+) -> float:
+    """Top-1 accuracy (fraction) of DINO's weighted k-NN (:func:`knn_classify`) on cached
+    ``(embeddings, labels)`` pairs."""
+    (xtr, ytr), (xva, yva) = train, val
+    c = int(max(ytr.max(), yva.max())) + 1
+    return _accuracy(knn_classify(xtr, ytr, xva, k=k, temperature=temperature, num_classes=c), yva, 1)

@@ -25,6 +25,9 @@ __all__ = [
     "load_config",
 ]
 
+from ..data.synthetic import MOTION_PRESETS
+from ..losses import FEATURE_LOSS_NORMS, VC_POOLINGS
+
 SAMPLING_STRATEGIES = ("combined", "batch_alternation", "epoch_alternation", "frozen_encoder_flow")
 VC_MODES = ("all", "last", "off")
 
@@ -53,6 +56,10 @@ class OptimSection:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # seed §5
     warmup_epochs: float = 10.0  # linear warm-up, seed §5
     grad_clip: float = 0.0  # max global grad norm; 0 disables (not in the paper)
+    # Not in the paper: the flow head's learning rate ramps up linearly over this many epochs
+    # from the start of the motion stream (the paper's warm-up spans phase 1 exactly, so the head
+    # starts at its peak rate). 0 = no separate warm-up.
+    flow_head_warmup_epochs: float = 0.0
 
 
 @dataclass
@@ -94,12 +101,23 @@ class LossSection:
     smooth_weight: float = 1.0  # weight of L_smooth in the motion sum (seed: unweighted)
     smooth_edge_factor: float = 75.0  # lambda in exp(-lambda |grad I|), seed §4.5.3
     cycle_weight: float = 0.2  # seed §4.5.4
+    # L_rec and L_smooth on both flows (t->t+1 and t+1->t), averaged, as UnFlow, ARFlow and UFlow
+    # do (NOTES "Both directions"). false = the seed's Algorithm 1: forward flow only, which
+    # leaves the backward flow, needed by the occlusion check, untrained by any pixel loss.
+    pixel_losses_both_directions: bool = True
+    # Feature normalisation inside L_reg and L_cycle: "none" (the paper: raw features) or
+    # "standardize" (per image: per-channel centring, one pooled scale; ops.standardize_feature_pair).
+    feature_loss_norm: str = "none"
+    cycle_flow_grad: bool = True  # L_cycle trains the flows too (the paper); false: features only
     occlusion_masking: bool = True  # mask L_rec and L_cycle by fwd-bwd occlusion (from occlusion_start_epoch)
     vc_mode: str = "all"  # Table 11: all levels, last level only, or off
     # per-level VC weights, coarse -> fine, seed §4.5.5 / NOTES
     vc_var_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [0.01, 0.01, 0.01, 0.01, 0.001, 0.0001])
     vc_cov_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [0.04, 0.04, 0.001, 0.0, 0.0, 0.0])
     vc_max_samples: int = 4096  # positions subsampled per level for L_vc (cost control)
+    # L_vc samples: "batch" (NOTES: every position of the batch is a sample) or "image"
+    # (statistics within each image, averaged over images; losses.variance_covariance_terms)
+    vc_pooling: str = "batch"
     vicreg_inv: float = 1.0  # seed §4.5.6 (VICReg paper: 25)
     vicreg_var: float = 25.0  # seed §4.5.6
     vicreg_cov: float = 1.0  # seed §4.5.6
@@ -117,6 +135,12 @@ class DataSection:
     # held-out synthetic pairs for the EPE printed at the end (0 disables)
     eval_synthetic_pairs: int = 0
     eval_synthetic_size: list[int] = field(default_factory=lambda: [96, 128])
+    eval_synthetic_motion: str = "rich"  # motion preset of those pairs (mcjepa.data.synthetic.scene_motion)
+    # content check at the end of a run (train.evaluate.content_knn): k-NN of the pooled embedding
+    # on this many labelled synthetic shape images (0 disables) and, when this folder holds
+    # Fashion-MNIST ("" disables), on its first 5,000 / 2,000 images; next to a random encoder.
+    eval_content_images: int = 0
+    eval_fashion_mnist_root: str = ""
 
 
 @dataclass
@@ -150,6 +174,20 @@ class TrainConfig:
             raise ConfigError(f"schedule.sampling must be one of {SAMPLING_STRATEGIES}, got {self.schedule.sampling!r}")
         if self.loss.vc_mode not in VC_MODES:
             raise ConfigError(f"loss.vc_mode must be one of {VC_MODES}, got {self.loss.vc_mode!r}")
+        if self.loss.feature_loss_norm not in FEATURE_LOSS_NORMS:
+            raise ConfigError(
+                f"loss.feature_loss_norm must be one of {FEATURE_LOSS_NORMS}, got {self.loss.feature_loss_norm!r}"
+            )
+        if self.loss.vc_pooling not in VC_POOLINGS:
+            raise ConfigError(f"loss.vc_pooling must be one of {VC_POOLINGS}, got {self.loss.vc_pooling!r}")
+        if self.data.eval_synthetic_motion not in MOTION_PRESETS:
+            raise ConfigError(
+                f"data.eval_synthetic_motion must be one of {MOTION_PRESETS}, got {self.data.eval_synthetic_motion!r}"
+            )
+        if self.data.eval_content_images < 0:
+            raise ConfigError("data.eval_content_images must be >= 0")
+        if self.optim.flow_head_warmup_epochs < 0:
+            raise ConfigError("optim.flow_head_warmup_epochs must be >= 0")
         for key in ("reg_weights_coarse_to_fine", "vc_var_weights_coarse_to_fine", "vc_cov_weights_coarse_to_fine"):
             if len(getattr(self.loss, key)) != 6:
                 raise ConfigError(f"loss.{key} needs 6 values (one per pyramid level), got {getattr(self.loss, key)}")

@@ -208,7 +208,7 @@ class Trainer:
     # -------------------------------------------------------------------------------- step
     def _set_lrs(self) -> None:
         for g in self.optimizer.param_groups:
-            g["lr"] = self.schedule.lr(g["base_lr"], self.step)
+            g["lr"] = self.schedule.lr(g["base_lr"], self.step, g["name"])
 
     def _skip_nonfinite(self, values: dict[str, torch.Tensor]) -> None:
         """Drop this step's gradients, count it, and stop after too many in a row."""
@@ -271,7 +271,31 @@ class Trainer:
             return {}
         from .evaluate import synthetic_epe
 
-        return synthetic_epe(self.model, n, tuple(self.cfg.data.eval_synthetic_size), seed=10_000 + self.cfg.run.seed)
+        return synthetic_epe(
+            self.model,
+            n,
+            tuple(self.cfg.data.eval_synthetic_size),
+            seed=10_000 + self.cfg.run.seed,
+            motion=self.cfg.data.eval_synthetic_motion,
+        )
+
+    def _evaluate_content(self) -> dict[str, float]:
+        d = self.cfg.data
+        if d.eval_content_images <= 0 and not d.eval_fashion_mnist_root:
+            return {}
+        from .evaluate import content_knn
+
+        # the baseline: the same variant, randomly initialised (a fixed seed, so runs compare)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.run.seed)
+            random_encoder = MCJEPA(self.model_config, flow_head=False).encoder.to(self.device)
+        return content_knn(
+            self.model.encoder,
+            random_encoder,
+            d.eval_content_images,
+            seed=self.cfg.run.seed,
+            fashion_mnist_root=d.eval_fashion_mnist_root,
+        )
 
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:
         """Train until the end of the schedule (or ``max_steps`` / ``run.max_steps``).
@@ -328,8 +352,10 @@ class Trainer:
         if main:
             summary.update(self.baseline_metrics)
             summary.update({f"trained_{k}": v for k, v in self._evaluate_synthetic().items()})
+            summary.update(self._evaluate_content())
             if self.cfg.run.export_release and self.step >= self.schedule.total_steps:
-                summary["release"] = str(self._export())
+                metrics = {k: v for k, v in summary.items() if isinstance(v, float) and k != "wall_time_s"}
+                summary["release"] = str(self._export(metrics))
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             if writer is not None:
                 writer.close()
@@ -349,7 +375,9 @@ class Trainer:
         if self.dist.is_main:
             (self.run_dir / "rank_param_hashes.json").write_text(json.dumps({str(i): h for i, h in enumerate(hashes)}))
 
-    def _export(self) -> Path:
+    def _export(self, metrics: dict[str, float]) -> Path:
+        """Write the release; ``metrics`` (the trained model's held-out figures and their
+        baselines, as in ``summary.json``) go into its metadata."""
         from ..weights import save_release
 
         out = self.run_dir / "release"
@@ -357,7 +385,7 @@ class Trainer:
             "trained_on": self.cfg.name,
             "steps": self.step,
             "train_config": self.cfg.to_dict(),
-            "metrics": {k: v for k, v in self.baseline_metrics.items()},
+            "metrics": dict(metrics),
         }
         model = copy.deepcopy(self.model).cpu()
         if self.dist.enabled:

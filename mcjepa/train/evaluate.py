@@ -12,17 +12,18 @@ __all__ = ["synthetic_epe"]
 
 @torch.no_grad()
 def synthetic_epe(
-    model: MCJEPA, num_pairs: int, size: tuple[int, int], seed: int, batch_size: int = 8
+    model: MCJEPA, num_pairs: int, size: tuple[int, int], seed: int, batch_size: int = 8, motion: str = "rich"
 ) -> dict[str, float]:
     """Mean endpoint error (pixels, pooled over all pixels of all pairs) of ``model`` and of zero
-    flow on ``num_pairs`` embedded synthetic pairs drawn with ``seed`` (never used in training).
+    flow on ``num_pairs`` embedded synthetic pairs drawn with ``seed`` (never used in training),
+    with the ``motion`` preset (:func:`mcjepa.data.synthetic.scene_motion`).
 
     Returns ``{"epe": ..., "zero_flow_epe": ..., "epe_noc": ...}`` (``epe_noc``: non-occluded
     pixels only).
     """
     from ..data.synthetic import SyntheticFlowDataset
 
-    data = SyntheticFlowDataset(num_pairs, size, seed=seed)
+    data = SyntheticFlowDataset(num_pairs, size, seed=seed, motion=motion)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -47,3 +48,70 @@ def synthetic_epe(
         "zero_flow_epe": zero_sum / count,
         "epe_noc": noc_sum / max(1, noc_count),
     }
+
+
+def content_knn(
+    encoder: torch.nn.Module,
+    random_encoder: torch.nn.Module,
+    synthetic_images: int,
+    seed: int,
+    fashion_mnist_root: str = "",
+    fashion_mnist_counts: tuple[int, int] = (5000, 2000),
+    image_size: int = 64,
+    k: int = 20,
+) -> dict[str, float]:
+    """Weighted k-NN top-1 accuracy (fraction) of the pooled content embedding, next to its baselines.
+
+    * ``shapes_*``: :class:`~mcjepa.data.synthetic.SyntheticShapeDataset` (6 silhouette classes),
+      ``synthetic_images`` training and ``synthetic_images // 2`` held-out images drawn with
+      seeds training never uses (0 skips it).
+    * ``fmnist_*``: Fashion-MNIST (Debian's ``dataset-fashion-mnist``), the first
+      ``fashion_mnist_counts`` train / test images, when ``fashion_mnist_root`` holds its IDX files
+      (skipped otherwise).
+
+    Each reports ``*_knn`` (``encoder``), ``*_knn_random`` (``random_encoder``: the same variant,
+    randomly initialised) and ``*_knn_pixels`` (cosine k-NN on raw pixels), all at
+    ``image_size`` pixels, k = ``k``, T = 0.07 (DINO's protocol, :func:`mcjepa.eval.probes.knn_classify`).
+    """
+    from pathlib import Path
+
+    from ..data.synthetic import SyntheticShapeDataset
+    from ..eval.probes import knn_accuracy, open_probe_dataset, probe_images
+
+    sets: dict[str, tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, int, int]] = {}
+    if synthetic_images > 0:
+        n_val = max(1, synthetic_images // 2)
+        train = SyntheticShapeDataset(synthetic_images, (image_size, image_size), seed=20_000 + seed)
+        val = SyntheticShapeDataset(n_val, (image_size, image_size), seed=30_000 + seed)
+        sets["shapes"] = (train, val, synthetic_images, n_val)
+    root = Path(fashion_mnist_root) if fashion_mnist_root else None
+    if root is not None and root.is_dir() and any(root.glob("train-images-idx3-ubyte*")):
+        train = open_probe_dataset("fashion-mnist", root, "train")
+        val = open_probe_dataset("fashion-mnist", root, "val")
+        sets["fmnist"] = (train, val, *fashion_mnist_counts)
+    out: dict[str, float] = {}
+    for name, (train, val, n_train, n_val) in sets.items():
+        images_tr, y_tr = probe_images(train, image_size, n_train)
+        images_va, y_va = probe_images(val, image_size, n_val)
+        for suffix, enc in (("", encoder), ("_random", random_encoder)):
+            tr, va = _embed(enc, images_tr), _embed(enc, images_va)
+            out[f"{name}_knn{suffix}"] = knn_accuracy((tr, y_tr), (va, y_va), k=k)
+        pixels_tr, pixels_va = images_tr.flatten(1).float() / 255.0, images_va.flatten(1).float() / 255.0
+        out[f"{name}_knn_pixels"] = knn_accuracy((pixels_tr, y_tr), (pixels_va, y_va), k=k)
+    return out
+
+
+@torch.no_grad()
+def _embed(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Pooled content embeddings ``(N, D)`` float32 of uint8 ``(N, 3, s, s)`` images (eval mode)."""
+    from ..eval.common import to_encoder_input
+
+    device = next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    out = [
+        encoder.forward_embedding(to_encoder_input(images[i : i + batch_size].to(device))).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    encoder.train(was_training)
+    return torch.cat(out)

@@ -14,6 +14,7 @@ from ..encoder import imagenet_normalize
 from ..model import MCJEPA
 from ..ops import backward_warp
 from .config import LossSection
+from .diagnostics import feature_collapse_stats
 from .schedule import StepPlan
 
 __all__ = ["MCJEPAObjective"]
@@ -32,6 +33,7 @@ class MCJEPAObjective(nn.Module):
             raise ValueError("training needs a model with a flow head and an expander")
         self.model = model
         self.cfg = loss_cfg
+        self.diagnostics = True  # add the collapse measures (train.diagnostics) to the motion losses
         self.reg_weights = _fine_to_coarse(loss_cfg.reg_weights_coarse_to_fine)
         var_w = _fine_to_coarse(loss_cfg.vc_var_weights_coarse_to_fine)
         cov_w = _fine_to_coarse(loss_cfg.vc_cov_weights_coarse_to_fine)
@@ -63,13 +65,17 @@ class MCJEPAObjective(nn.Module):
         if plan.detach_encoder_for_motion:
             feats1 = [f.detach() for f in feats1]
             feats2 = [f.detach() for f in feats2]
-        warped2, inside = backward_warp(frame2, fwd.flow, return_mask=True)
-        mask = inside
         if plan.occlusion:  # L_rec and L_cycle skip pixels that fail the forward-backward check
-            mask = mask * L.forward_backward_occlusion(fwd.flow, bwd.flow)
+            occ_fwd = L.forward_backward_occlusion(fwd.flow, bwd.flow)
+            occ_bwd = L.forward_backward_occlusion(bwd.flow, fwd.flow)
             level_masks = [L.forward_backward_occlusion(f, b) for f, b in zip(fwd.level_flows, bwd.level_flows)]
         else:  # explicit all-ones masks: cycle_consistency_loss would compute its own from None
+            occ_fwd = occ_bwd = None
             level_masks = [torch.ones_like(f[:, :1]) for f in fwd.level_flows]
+        rec, smooth = self._pixel_losses(frame1, frame2, fwd.flow, occ_fwd)
+        if cfg.pixel_losses_both_directions:  # average of t -> t+1 and t+1 -> t (UnFlow / ARFlow / UFlow)
+            rec_b, smooth_b = self._pixel_losses(frame2, frame1, bwd.flow, occ_bwd)
+            rec, smooth = 0.5 * (rec + rec_b), 0.5 * (smooth + smooth_b)
         out = {
             "reg": L.feature_regression_loss(
                 feats1,
@@ -78,19 +84,39 @@ class MCJEPAObjective(nn.Module):
                 fwd.levels,
                 self.reg_weights,
                 mask_out_of_image=cfg.reg_mask_out_of_image,
+                feature_norm=cfg.feature_loss_norm,
             ),
-            "rec": L.photometric_loss(frame1, warped2, mask, l1=cfg.photo_l1, l2=cfg.photo_l2, ssim=cfg.photo_ssim),
-            "smooth": cfg.smooth_weight * L.smoothness_loss(fwd.flow, frame1, edge_factor=cfg.smooth_edge_factor),
+            "rec": rec,
+            "smooth": smooth,
             "cycle": L.cycle_consistency_loss(
-                feats1, fwd.level_flows, bwd.level_flows, fwd.levels, level_masks, weight=cfg.cycle_weight
+                feats1,
+                fwd.level_flows,
+                bwd.level_flows,
+                fwd.levels,
+                level_masks,
+                weight=cfg.cycle_weight,
+                feature_norm=cfg.feature_loss_norm,
+                flow_grad=cfg.cycle_flow_grad,
             ),
         }
         if plan.vc:
             out["vc"] = L.pyramid_vc_loss(
-                feats1, self.vc_var_weights, self.vc_cov_weights, max_samples=cfg.vc_max_samples
+                feats1, self.vc_var_weights, self.vc_cov_weights, max_samples=cfg.vc_max_samples, pooling=cfg.vc_pooling
             )
         out["motion"] = sum(out.values())
+        if self.diagnostics:
+            out.update(feature_collapse_stats(feats1, feats2))
         return out
+
+    def _pixel_losses(self, source: Tensor, target: Tensor, flow: Tensor, occlusion: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(L_rec, weighted L_smooth)`` of one direction: ``target`` warped back onto ``source``'s
+        grid by ``flow`` (source -> target), masked by out-of-image samples and ``occlusion``."""
+        cfg = self.cfg
+        warped, inside = backward_warp(target, flow, return_mask=True)
+        mask = inside if occlusion is None else inside * occlusion
+        rec = L.photometric_loss(source, warped, mask, l1=cfg.photo_l1, l2=cfg.photo_l2, ssim=cfg.photo_ssim)
+        smooth = cfg.smooth_weight * L.smoothness_loss(flow, source, edge_factor=cfg.smooth_edge_factor)
+        return rec, smooth
 
     def forward(
         self, content_views: tuple[Tensor, Tensor] | None, frames: tuple[Tensor, Tensor] | None, plan: StepPlan

@@ -40,8 +40,18 @@ class Schedule:
     def epoch(self, step: int) -> float:
         return step / self.steps_per_epoch
 
-    def lr(self, base_lr: float, step: int) -> float:
-        """Learning rate of a group with ``base_lr`` at ``step`` (0-based)."""
+    def lr(self, base_lr: float, step: int, group: str | None = None) -> float:
+        """Learning rate of the parameter ``group`` (``"encoder"``, ``"flow_head"``, ...) with
+        ``base_lr`` at ``step`` (0-based). The flow head's rate is further ramped up over
+        ``optim.flow_head_warmup_epochs`` from the start of the motion stream (0 before it)."""
+        rate = self._lr(base_lr, step)
+        ramp = self.cfg.optim.flow_head_warmup_epochs
+        if group == "flow_head" and ramp > 0:
+            since = self.epoch(step) - self.cfg.schedule.motion_start_epoch
+            rate *= min(1.0, max(0.0, since + 1.0 / self.steps_per_epoch) / ramp)
+        return rate
+
+    def _lr(self, base_lr: float, step: int) -> float:
         end = self.cfg.optim.end_lr
         if step < self.warmup_steps:
             return base_lr * (step + 1) / self.warmup_steps

@@ -44,7 +44,9 @@ class PerSampleSeeded(Dataset):
         np_state, py_state = np.random.get_state(), random.getstate()
         try:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                # the CPU generator only: torch.manual_seed would also reseed every CUDA device
+                # (which fork_rng(devices=[]) does not restore) and costs a stack trace per call
+                torch.default_generator.manual_seed(seed)
                 np.random.seed(seed % 2**32)
                 random.seed(seed)
                 return self.base[index]
