@@ -63,7 +63,12 @@ def alignment(model, batch: dict[str, torch.Tensor], noise: float, seed: int, se
             feats1, feats2, fl, levels, weights, mask_out_of_image=False, feature_norm=settings["norm"]
         ),
         "L_cycle": lambda fl: L.cycle_consistency_loss(
-            feats1, fl, bwd, levels, [torch.ones_like(m[:, :1].float()) for m in masks], weight=1.0,
+            feats1,
+            fl,
+            bwd,
+            levels,
+            [torch.ones_like(m[:, :1].float()) for m in masks],
+            weight=1.0,
             feature_norm=settings["norm"],
         ),
     }

@@ -201,7 +201,9 @@ class SceneMotion:
 MOTION_PRESETS = ("rich", "translation")
 
 
-def scene_motion(preset: str = "rich", size: tuple[int, int] = (128, 128), max_motion: float | None = None) -> SceneMotion:
+def scene_motion(
+    preset: str = "rich", size: tuple[int, int] = (128, 128), max_motion: float | None = None
+) -> SceneMotion:
     """Return a preset :class:`SceneMotion` for frames of ``size = (H, W)``.
 
     * ``"rich"`` (the default everywhere): what real footage has. Shapes translate by up to 16%
@@ -524,7 +526,9 @@ def render_shape_image(seed: int, label: int, size: tuple[int, int] = (64, 64)) 
         raise ValueError(f"label must be in [0, {len(SHAPE_CLASSES) - 1}], got {label}")
     rng = np.random.default_rng((seed, 2))
     r = float(rng.uniform(0.25, 0.4) * min(h, w))
-    shape = _Shape(kind=SHAPE_CLASSES[label], half_axes=(r, r * float(rng.uniform(0.7, 1.0))), angle=rng.uniform(0, np.pi))
+    shape = _Shape(
+        kind=SHAPE_CLASSES[label], half_axes=(r, r * float(rng.uniform(0.7, 1.0))), angle=rng.uniform(0, np.pi)
+    )
     centre = np.array([w, h]) * (0.5 + rng.uniform(-0.12, 0.12, 2))
     identity = np.eye(3)
     layers = [

@@ -233,7 +233,9 @@ def evaluate_probes(
     }
 
 
-def probe_images(dataset: torch.utils.data.Dataset, image_size: int, max_items: int | None = None) -> tuple[Tensor, Tensor]:
+def probe_images(
+    dataset: torch.utils.data.Dataset, image_size: int, max_items: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Return ``(images uint8 (N, 3, s, s), labels (N,) int64)``: the first ``max_items`` items of a
     ``(image, label)`` dataset, resized (shorter side) and centre-cropped to ``s = image_size`` as
     :func:`extract_embeddings` does. Flattened and scaled to [0, 1] they are the raw-pixel baseline."""

@@ -108,7 +108,9 @@ class MCJEPAObjective(nn.Module):
             out.update(feature_collapse_stats(feats1, feats2))
         return out
 
-    def _pixel_losses(self, source: Tensor, target: Tensor, flow: Tensor, occlusion: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _pixel_losses(
+        self, source: Tensor, target: Tensor, flow: Tensor, occlusion: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         """``(L_rec, weighted L_smooth)`` of one direction: ``target`` warped back onto ``source``'s
         grid by ``flow`` (source -> target), masked by out-of-image samples and ``occlusion``."""
         cfg = self.cfg
