@@ -136,7 +136,7 @@ def test_occlusion_switch_masks_rec_and_cycle_only_when_on(monkeypatch):
 
 
 def test_short_run_learns_flow_on_held_out_synthetic_pairs(tmp_path):
-    """The learning test: 200 self-supervised steps (about a minute on 2 CPU cores) take the
+    """The pixel-loss learning test: 200 self-supervised steps (about 1.5 minutes on 2 CPU cores) take the
     held-out EPE from the untrained model's (zero flow: the output convs start at zero) to well
     below it. Pairs for evaluation come from a seed that training never sees."""
     cfg = load_config("flow-demo", ["run.checkpoint_every=1000", "run.export_release=false"])
@@ -145,8 +145,8 @@ def test_short_run_learns_flow_on_held_out_synthetic_pairs(tmp_path):
     assert summary["steps"] == 200 and summary["nonfinite_skipped"] == 0
     untrained, trained = summary["untrained_epe"], summary["trained_epe"]
     assert untrained == pytest.approx(summary["untrained_zero_flow_epe"])  # zero-initialised head
-    assert untrained > 2.0  # synthetic motion is up to 4 px: there is something to learn
-    assert trained < 0.6 * untrained, (trained, untrained)  # measured: 1.08 vs 2.76 px
+    assert untrained > 3.0  # the rich preset's motion: there is something to learn
+    assert trained < 0.6 * untrained, (trained, untrained)  # measured: 2.42 vs 5.12 px
     records = [json.loads(line) for line in (tmp_path / "learn" / "metrics.jsonl").read_text().splitlines()]
     first, last = records[0]["rec"], sum(r["rec"] for r in records[-5:]) / 5
     assert last < 0.7 * first, (first, last)  # the photometric loss itself goes down

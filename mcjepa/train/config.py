@@ -105,9 +105,12 @@ class LossSection:
     # do (NOTES "Both directions"). false = the seed's Algorithm 1: forward flow only, which
     # leaves the backward flow, needed by the occlusion check, untrained by any pixel loss.
     pixel_losses_both_directions: bool = True
-    # Feature normalisation inside L_reg and L_cycle: "none" (the paper: raw features) or
-    # "standardize" (per image: per-channel centring, one pooled scale; ops.standardize_feature_pair).
-    feature_loss_norm: str = "none"
+    # Feature normalisation inside L_reg and L_cycle: "standardize" (per image: per-channel
+    # centring, one pooled scale; ops.standardize_feature_pair) or "none" (the paper: raw
+    # features). Not in the paper: on raw features L_reg collapses the shared encoder (the two
+    # frames' maps become equal and flat; docs/learning_dynamics.md), which also costs the content
+    # features 3-5 k-NN points in the demo.
+    feature_loss_norm: str = "standardize"
     cycle_flow_grad: bool = True  # L_cycle trains the flows too (the paper); false: features only
     occlusion_masking: bool = True  # mask L_rec and L_cycle by fwd-bwd occlusion (from occlusion_start_epoch)
     vc_mode: str = "all"  # Table 11: all levels, last level only, or off
@@ -115,8 +118,10 @@ class LossSection:
     vc_var_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [0.01, 0.01, 0.01, 0.01, 0.001, 0.0001])
     vc_cov_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [0.04, 0.04, 0.001, 0.0, 0.0, 0.0])
     vc_max_samples: int = 4096  # positions subsampled per level for L_vc (cost control)
-    # L_vc samples: "batch" (NOTES: every position of the batch is a sample) or "image"
-    # (statistics within each image, averaged over images; losses.variance_covariance_terms)
+    # L_vc samples: "batch" (the paper / NOTES: every position of the batch is a sample) or
+    # "image" (statistics within each image, averaged over images). "image" guards against
+    # spatial collapse but not against identical frames, and gained nothing in the demo once the
+    # feature losses are standardised (docs/learning_dynamics.md), so the paper's form stays.
     vc_pooling: str = "batch"
     vicreg_inv: float = 1.0  # seed §4.5.6 (VICReg paper: 25)
     vicreg_var: float = 25.0  # seed §4.5.6
