@@ -30,7 +30,8 @@ def feature_collapse_stats(feats1: Sequence[Tensor], feats2: Sequence[Tensor]) -
     for i, (a, b) in enumerate(zip(feats1, feats2)):
         a, b = a.detach().float(), b.detach().float()
         out[f"diag_l{i}_frame_diff"] = (a - b).square().mean()
-        out[f"diag_l{i}_within"] = a.flatten(2).std(dim=-1).mean()
+        positions = a.shape[-2] * a.shape[-1]  # a 1x1 map has no spread within the image
+        out[f"diag_l{i}_within"] = a.flatten(2).std(dim=-1).mean() if positions > 1 else a.new_zeros(())
         means = a.mean(dim=(2, 3))  # (B, C)
         out[f"diag_l{i}_across"] = means.std(dim=0).mean() if a.shape[0] > 1 else a.new_zeros(())
     return out

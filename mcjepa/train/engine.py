@@ -285,7 +285,8 @@ class Trainer:
             return {}
         from .evaluate import content_knn
 
-        # the baseline: the same variant, randomly initialised (a fixed seed, so runs compare)
+        # the baseline: the same variant, randomly initialised with the run's seed (on one process
+        # that is exactly this run's starting encoder: a before / after comparison)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.run.seed)
             random_encoder = MCJEPA(self.model_config, flow_head=False).encoder.to(self.device)
