@@ -23,6 +23,8 @@ TINY = [
     "data.content_batch_size=8",
     "data.motion_batch_size=2",
     "data.eval_synthetic_pairs=0",
+    "data.eval_content_images=0",
+    'data.eval_fashion_mnist_root=""',
     'data.content={type = "synthetic", num_images = 64, image_size = [48, 48], size = 32}',
     'data.motion=[{name = "synthetic", num_pairs = 64, size = [32, 48], seed = 1}]',
     "run.checkpoint_every=4",
