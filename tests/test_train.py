@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from mcjepa.encoder import imagenet_normalize as imagenet
 from mcjepa.train.config import ConfigError, TrainConfig, available_configs, load_config
 from mcjepa.train.engine import Trainer
 from mcjepa.train.schedule import Schedule
@@ -148,6 +149,40 @@ def test_occlusion_switch_masks_rec_and_cycle_only_when_on(monkeypatch):
         unmasked = objective.motion_losses(*frames, plans[False])
     assert masked["rec"] == 0 and masked["cycle"] == 0
     assert unmasked["rec"] > 0 and unmasked["cycle"] > 0
+
+
+@pytest.mark.parametrize("both", [True, False])
+def test_pixel_losses_train_the_backward_flow_only_when_both_directions_are_on(both):
+    """With loss.pixel_losses_both_directions the photometric and smoothness terms are the mean of
+    the two directions (frame 2 warped onto frame 1 by the forward flow, and frame 1 onto frame 2
+    by the backward flow), so the backward flow gets a pixel-loss gradient; the seed's form has
+    only the forward one."""
+    from mcjepa import losses
+    from mcjepa.model import build_model
+    from mcjepa.ops import backward_warp
+    from mcjepa.train.objective import MCJEPAObjective
+    from mcjepa.train.schedule import StepPlan
+
+    torch.manual_seed(0)
+    cfg = load_config("demo", [f"loss.pixel_losses_both_directions={str(both).lower()}"]).loss
+    objective = MCJEPAObjective(build_model("micro", expander=True), cfg)
+    with torch.no_grad():  # non-zero, non-opposite flows
+        objective.model.flow_head.decoder.predict_flow.bias.fill_(1.0)
+    frames = (torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    plan = StepPlan(content=False, motion=True, vc=False, occlusion=False, detach_encoder_for_motion=False)
+    with torch.no_grad():
+        out = objective.motion_losses(*frames, plan)
+        flows = objective.model.flow_both_ways(*(imagenet(f) for f in frames))
+
+        def rec(src, tgt, flow):
+            warped, inside = backward_warp(tgt, flow, return_mask=True)
+            return losses.photometric_loss(src, warped, inside, l1=cfg.photo_l1, l2=cfg.photo_l2, ssim=cfg.photo_ssim)
+
+        forward = rec(frames[0], frames[1], flows.forward.flow)
+        backward = rec(frames[1], frames[0], flows.backward.flow)
+    expected = 0.5 * (forward + backward) if both else forward
+    torch.testing.assert_close(out["rec"], expected)
+    assert not torch.isclose(forward, backward)  # the two directions really differ
 
 
 def test_short_run_learns_flow_on_held_out_synthetic_pairs(tmp_path):

@@ -67,7 +67,7 @@ class MCJEPAObjective(nn.Module):
             feats2 = [f.detach() for f in feats2]
         if plan.occlusion:  # L_rec and L_cycle skip pixels that fail the forward-backward check
             occ_fwd = L.forward_backward_occlusion(fwd.flow, bwd.flow)
-            occ_bwd = L.forward_backward_occlusion(bwd.flow, fwd.flow)
+            occ_bwd = L.forward_backward_occlusion(bwd.flow, fwd.flow) if cfg.pixel_losses_both_directions else None
             level_masks = [L.forward_backward_occlusion(f, b) for f, b in zip(fwd.level_flows, bwd.level_flows)]
         else:  # explicit all-ones masks: cycle_consistency_loss would compute its own from None
             occ_fwd = occ_bwd = None
