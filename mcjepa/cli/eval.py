@@ -347,10 +347,10 @@ def _run_davis(args: argparse.Namespace, device: torch.device) -> tuple[dict[str
 
 
 def _run_probe(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], str]:
-    from ..eval.probes import evaluate_probes, extract_embeddings, open_probe_dataset
+    from ..eval.probes import FASHION_MNIST_ROOT, evaluate_probes, extract_embeddings, open_probe_dataset
     from ..eval.report import format_table
 
-    root = args.root or ("/usr/share/datasets/fashion-mnist" if args.dataset == "fashion-mnist" else None)
+    root = args.root or (FASHION_MNIST_ROOT if args.dataset == "fashion-mnist" else None)
     if root is None:
         raise ValueError("--root is required for imagefolder")
     encoder = _load(args, ("encoder",), device).encoder

@@ -273,9 +273,13 @@ class _Layer:
     to_frame: tuple[np.ndarray, np.ndarray]
     shape: _Shape | None = None  # None: the background, which fills the frame
 
+    def from_frame(self, t: int) -> np.ndarray:
+        """3x3 map from frame-t pixels to layer coordinates (the inverse of ``to_frame[t]``)."""
+        return np.linalg.inv(self.to_frame[t])
+
     def layer_coords(self, t: int, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Layer coordinates of the frame-t pixels ``(px, py)`` (arrays of one shape)."""
-        inv = np.linalg.inv(self.to_frame[t])
+        inv = self.from_frame(t)
         w = inv[2, 0] * px + inv[2, 1] * py + inv[2, 2]
         return (inv[0, 0] * px + inv[0, 1] * py + inv[0, 2]) / w, (inv[1, 0] * px + inv[1, 1] * py + inv[1, 2]) / w
 
@@ -354,9 +358,11 @@ def _render(layers: list[_Layer], t: int, xs: np.ndarray, ys: np.ndarray) -> np.
     px, py = np.meshgrid(xs, ys)
     image = None
     for layer in layers:
-        qx, qy = layer.layer_coords(t, px, py)
-        inv = np.linalg.inv(layer.to_frame[t])
-        if np.allclose(inv[2], (0.0, 0.0, 1.0), rtol=0.0, atol=1e-15):
+        inv = layer.from_frame(t)
+        affine = np.allclose(inv[2], (0.0, 0.0, 1.0), rtol=0.0, atol=1e-15)
+        # full-grid layer coordinates only where needed: a homography's texture, a shape's support
+        qx, qy = layer.layer_coords(t, px, py) if (layer.shape is not None or not affine) else (None, None)
+        if affine:
             colour = layer.texture.evaluate_affine(inv, xs, ys)  # separable: much faster
         else:
             colour = layer.texture.evaluate_at(qx, qy)  # the camera's homography

@@ -37,6 +37,7 @@ __all__ = [
     "FASHION_MNIST_ROOT",
     "knn_accuracy",
     "probe_images",
+    "embed_images",
 ]
 
 # where Debian's dataset-fashion-mnist installs its IDX files
@@ -141,7 +142,7 @@ def extract_embeddings(
     encoder = encoder.to(device).eval()
     feats, labels = [], []
     for x, y in tqdm(loader, desc="embeddings", disable=not progress, unit="batch"):
-        feats.append(encoder.forward_embedding(to_encoder_input(x.to(device))).float().cpu())
+        feats.append(embed_images(encoder, x, batch_size, device))
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)
 
@@ -231,6 +232,23 @@ def evaluate_probes(
         "k": k,
         "temperature": temperature,
     }
+
+
+@torch.no_grad()
+def embed_images(
+    encoder: torch.nn.Module, images: Tensor, batch_size: int = 256, device: str | torch.device | None = None
+) -> Tensor:
+    """Pooled content embeddings ``(N, D)`` float32 on the CPU of uint8 (or [0, 1] float)
+    ``(N, 3, s, s)`` images, in batches, with ``encoder`` in eval mode (its mode is restored)."""
+    device = device if device is not None else next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    out = [
+        encoder.forward_embedding(to_encoder_input(images[i : i + batch_size].to(device))).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    encoder.train(was_training)
+    return torch.cat(out)
 
 
 def probe_images(

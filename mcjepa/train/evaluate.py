@@ -76,7 +76,7 @@ def content_knn(
     from pathlib import Path
 
     from ..data.synthetic import SyntheticShapeDataset
-    from ..eval.probes import knn_accuracy, open_probe_dataset, probe_images
+    from ..eval.probes import embed_images, knn_accuracy, open_probe_dataset, probe_images
 
     sets: dict[str, tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, int, int]] = {}
     if synthetic_images > 0:
@@ -94,24 +94,8 @@ def content_knn(
         images_tr, y_tr = probe_images(train, image_size, n_train)
         images_va, y_va = probe_images(val, image_size, n_val)
         for suffix, enc in (("", encoder), ("_random", random_encoder)):
-            tr, va = _embed(enc, images_tr), _embed(enc, images_va)
+            tr, va = embed_images(enc, images_tr), embed_images(enc, images_va)
             out[f"{name}_knn{suffix}"] = knn_accuracy((tr, y_tr), (va, y_va), k=k)
         pixels_tr, pixels_va = images_tr.flatten(1).float() / 255.0, images_va.flatten(1).float() / 255.0
         out[f"{name}_knn_pixels"] = knn_accuracy((pixels_tr, y_tr), (pixels_va, y_va), k=k)
     return out
-
-
-@torch.no_grad()
-def _embed(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Pooled content embeddings ``(N, D)`` float32 of uint8 ``(N, 3, s, s)`` images (eval mode)."""
-    from ..eval.common import to_encoder_input
-
-    device = next(encoder.parameters()).device
-    was_training = encoder.training
-    encoder.eval()
-    out = [
-        encoder.forward_embedding(to_encoder_input(images[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
-    encoder.train(was_training)
-    return torch.cat(out)

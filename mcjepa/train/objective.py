@@ -33,7 +33,6 @@ class MCJEPAObjective(nn.Module):
             raise ValueError("training needs a model with a flow head and an expander")
         self.model = model
         self.cfg = loss_cfg
-        self.diagnostics = True  # add the collapse measures (train.diagnostics) to the motion losses
         self.reg_weights = _fine_to_coarse(loss_cfg.reg_weights_coarse_to_fine)
         var_w = _fine_to_coarse(loss_cfg.vc_var_weights_coarse_to_fine)
         cov_w = _fine_to_coarse(loss_cfg.vc_cov_weights_coarse_to_fine)
@@ -104,8 +103,7 @@ class MCJEPAObjective(nn.Module):
                 feats1, self.vc_var_weights, self.vc_cov_weights, max_samples=cfg.vc_max_samples, pooling=cfg.vc_pooling
             )
         out["motion"] = sum(out.values())
-        if self.diagnostics:
-            out.update(feature_collapse_stats(feats1, feats2))
+        out.update(feature_collapse_stats(feats1, feats2))  # logged, not part of any loss
         return out
 
     def _pixel_losses(
