@@ -64,6 +64,8 @@ def test_bad_configs_fail_at_start_with_the_key(tmp_path):
         load_config("demo", ["run.checkpoint_every=1.5"])
     with pytest.raises(ConfigError, match="unknown config"):
         load_config("no-such-config")
+    with pytest.raises(ConfigError, match="set schedule.motion_start_epoch = 0"):  # M-JEPA with a phase 1
+        load_config("demo", ["schedule.content_enabled=false"])
     missing = tmp_path / "nope"
     cfg = load_config("demo", [f'data.content={{type = "imagefolder", root = "{missing}"}}'])
     with pytest.raises(ConfigError, match="data.content.root: folder not found"):

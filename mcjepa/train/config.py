@@ -105,6 +105,13 @@ class LossSection:
     # do (NOTES "Both directions"). false = the seed's Algorithm 1: forward flow only, which
     # leaves the backward flow, needed by the occlusion check, untrained by any pixel loss.
     pixel_losses_both_directions: bool = True
+    # L_reg on both flows too, averaged: frame t+1's features predicted from frame t's by the
+    # forward flow, and frame t's from frame t+1's by the backward flow. Not in the paper (seed:
+    # forward only). With L_reg on the forward flow alone, L_reg (the largest motion term) trains
+    # only that flow, and the shared head makes the backward flow a copy of it (cosine +0.7 to
+    # +0.99) instead of its opposite, so the occlusion check rejects most pixels
+    # (docs/learning_dynamics.md).
+    reg_both_directions: bool = True
     # Feature normalisation inside L_reg and L_cycle: "standardize" (per image: per-channel
     # centring, one pooled scale; ops.standardize_feature_pair) or "none" (the paper: raw
     # features). Not in the paper: on raw features L_reg collapses the shared encoder (the two
@@ -205,6 +212,11 @@ class TrainConfig:
             raise ConfigError("schedule.content_enabled and schedule.motion_enabled cannot both be false")
         if self.schedule.motion_enabled and not self.data.motion:
             raise ConfigError("data.motion is empty but schedule.motion_enabled is true")
+        if not self.schedule.content_enabled and self.schedule.motion_start_epoch > 0:
+            raise ConfigError(
+                "schedule.content_enabled = false leaves the steps before schedule.motion_start_epoch "
+                f"({self.schedule.motion_start_epoch}) with nothing to train: set schedule.motion_start_epoch = 0"
+            )
         if len(self.optim.betas) != 2:
             raise ConfigError("optim.betas needs 2 values")
 

@@ -10,6 +10,12 @@ tell the two apart from healthy features (all computed without gradient, in floa
   images (spatial collapse drives it to 0);
 * ``across``: the standard deviation over the images of the batch of each image's mean feature,
   averaged over channels (what the paper's batch-pooled L_vc also counts as variance).
+
+Two more tell whether the forward-backward occlusion check still lets the photometric loss see
+the image (:func:`flow_consistency_stats`): ``diag_visible``, the fraction of pixels the check
+keeps, and ``diag_fwd_bwd_cos``, the cosine between the forward flow and the backward flow (about
+-1 for a healthy pair; near +1 when both flows drift to the same constant, the state in which the
+check marks every pixel occluded and the masked photometric loss stops sending any gradient).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["feature_collapse_stats"]
+__all__ = ["feature_collapse_stats", "flow_consistency_stats"]
 
 
 @torch.no_grad()
@@ -35,3 +41,14 @@ def feature_collapse_stats(feats1: Sequence[Tensor], feats2: Sequence[Tensor]) -
         means = a.mean(dim=(2, 3))  # (B, C)
         out[f"diag_l{i}_across"] = means.std(dim=0).mean() if a.shape[0] > 1 else a.new_zeros(())
     return out
+
+
+@torch.no_grad()
+def flow_consistency_stats(flow_fwd: Tensor, flow_bwd: Tensor, visible: Tensor | None) -> dict[str, Tensor]:
+    """Return ``diag_visible`` (fraction of pixels in ``visible``, the forward occlusion mask; 1
+    when no mask is used) and ``diag_fwd_bwd_cos`` (cosine between the flattened forward and
+    backward flows, averaged over the batch; 0 when both are zero)."""
+    f, b = flow_fwd.detach().float().flatten(1), flow_bwd.detach().float().flatten(1)
+    cos = torch.nn.functional.cosine_similarity(f, b, dim=1, eps=1e-8).mean()
+    frac = visible.detach().float().mean() if visible is not None else f.new_ones(())
+    return {"diag_visible": frac, "diag_fwd_bwd_cos": cos}

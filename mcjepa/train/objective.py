@@ -14,7 +14,7 @@ from ..encoder import imagenet_normalize
 from ..model import MCJEPA
 from ..ops import backward_warp
 from .config import LossSection
-from .diagnostics import feature_collapse_stats
+from .diagnostics import feature_collapse_stats, flow_consistency_stats
 from .schedule import StepPlan
 
 __all__ = ["MCJEPAObjective"]
@@ -75,16 +75,11 @@ class MCJEPAObjective(nn.Module):
         if cfg.pixel_losses_both_directions:  # average of t -> t+1 and t+1 -> t (UnFlow / ARFlow / UFlow)
             rec_b, smooth_b = self._pixel_losses(frame2, frame1, bwd.flow, occ_bwd)
             rec, smooth = 0.5 * (rec + rec_b), 0.5 * (smooth + smooth_b)
+        reg = self._feature_regression(feats1, feats2, fwd.level_flows, fwd.levels)
+        if cfg.reg_both_directions:  # frame t's features predicted from frame t+1's by the backward flow
+            reg = 0.5 * (reg + self._feature_regression(feats2, feats1, bwd.level_flows, bwd.levels))
         out = {
-            "reg": L.feature_regression_loss(
-                feats1,
-                feats2,
-                fwd.level_flows,
-                fwd.levels,
-                self.reg_weights,
-                mask_out_of_image=cfg.reg_mask_out_of_image,
-                feature_norm=cfg.feature_loss_norm,
-            ),
+            "reg": reg,
             "rec": rec,
             "smooth": smooth,
             "cycle": L.cycle_consistency_loss(
@@ -104,7 +99,24 @@ class MCJEPAObjective(nn.Module):
             )
         out["motion"] = sum(out.values())
         out.update(feature_collapse_stats(feats1, feats2))  # logged, not part of any loss
+        out.update(flow_consistency_stats(fwd.flow, bwd.flow, occ_fwd))
         return out
+
+    def _feature_regression(
+        self, source: list[Tensor], target: list[Tensor], level_flows: list[Tensor], levels: tuple[int, ...]
+    ) -> Tensor:
+        """L_reg of one direction: ``target``'s pyramid warped back onto ``source``'s grid by the
+        per-level flows (source -> target), compared with ``source``'s."""
+        cfg = self.cfg
+        return L.feature_regression_loss(
+            source,
+            target,
+            level_flows,
+            levels,
+            self.reg_weights,
+            mask_out_of_image=cfg.reg_mask_out_of_image,
+            feature_norm=cfg.feature_loss_norm,
+        )
 
     def _pixel_losses(
         self, source: Tensor, target: Tensor, flow: Tensor, occlusion: Tensor | None
