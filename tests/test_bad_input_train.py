@@ -5,6 +5,7 @@ as shown.
 ==========================================================  ==================================================================
 input                                                       expected
 ==========================================================  ==================================================================
+DataLoader workers left at their default                    min(default, CPUs available) (eval --workers, data.num_workers)
 16-bit grayscale PNG as a frame or image                    scaled from [0, 65535] (Pillow's convert clips it to white);
                                                             a float (mode F) image is refused
 write_flo / write_kitti_flow with NaN or inf flow           ValueError "refusing to write non-finite flow"; no file written
@@ -13,14 +14,43 @@ mcjepa-flow -o DIR, -o x.xyz, a folder as FRAME, NaN flow   exit 2 before the mo
 ==========================================================  ==================================================================
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_train import TINY
+
+from mcjepa.train.config import load_config
 
 CKPT = "ckpt_{:09d}.pt"
+
+
+# ------------------------------------------------------------------------------ DataLoader workers
+
+
+def test_default_worker_counts_follow_the_cpus(monkeypatch):
+    from mcjepa.cli.eval import build_parser
+    from mcjepa.data import workers
+    from mcjepa.train.data import build_content_stream
+    from mcjepa.train.distributed import DistInfo
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert workers.available_cpus() == 2
+    assert workers.resolve_num_workers(None) == 2  # not 4: PyTorch's "suggested max is 2"
+    assert workers.resolve_num_workers(workers.AUTO, default=8) == 2
+    assert workers.resolve_num_workers(None, processes=4) == 1
+    assert workers.resolve_num_workers(0) == 0 and workers.resolve_num_workers(6) == 6  # explicit: as given
+    parser = build_parser()
+    assert parser.parse_args(["probe", "--dataset", "idx"]).workers is None
+    assert parser.parse_args(["segmentation", "--dataset", "voc", "--root", "x"]).workers is None
+    cfg = load_config("demo", [*TINY, "data.num_workers=-1"])
+    assert load_config("paper").data.num_workers == workers.AUTO
+    stream, _ = build_content_stream(cfg, DistInfo(rank=0, world_size=1, local_rank=0))
+    assert stream.num_workers == 2
 
 
 # ------------------------------------------------------------------------------ images and flow files

@@ -136,7 +136,9 @@ class DataSection:
     motion: list[dict[str, Any]] = field(default_factory=list)
     content_batch_size: int = 384  # global, seed §5
     motion_batch_size: int = 8  # global, seed §5
-    num_workers: int = 8
+    # DataLoader processes per stream and training process; -1 = auto: min(8, the CPUs available
+    # to each training process on this machine) (mcjepa.data.workers.resolve_num_workers)
+    num_workers: int = -1
     # held-out synthetic pairs for the EPE printed at the end (0 disables)
     eval_synthetic_pairs: int = 0
     eval_synthetic_size: list[int] = field(default_factory=lambda: [96, 128])
