@@ -5,6 +5,16 @@ as shown.
 ==========================================================  ==================================================================
 input                                                       expected
 ==========================================================  ==================================================================
+--set optim.lr_encoder=nan (any lr, weight decay, loss      ConfigError at load: "optim.lr_encoder must be a finite number
+weight, epoch mark; negative or inf too)                    >= 0, got nan" (the key named)
+run.checkpoint_every=-1, run.log_every=0, run.keep_last=-1  ConfigError naming the key and its minimum (checkpoint_every 0
+run.max_nonfinite_in_row=0, run.max_steps=-5, ...           and keep_last 0 are documented: off / keep all)
+data.motion[0].crop = [8, 8] (also .size, data.content      ConfigError: "data.motion[0].crop = [8, 8]: height and width must
+.size, data.eval_synthetic_size)                            be at least 32 pixels" (not an error about images at step 1)
+--config notes.txt (not TOML; binary; a folder)             exit 2: "--config notes.txt: not a valid TOML file: ... (at line
+                                                            1, column ...)"
+run.device=cuda without a GPU; cuda:7 with one GPU; "gpu"   ConfigError: "CUDA is not available on this machine; available
+                                                            devices: cpu" / "no such GPU" / "expected auto, cpu, cuda..."
 DataLoader workers left at their default                    min(default, CPUs available) (eval --workers, data.num_workers)
 16-bit grayscale PNG as a frame or image                    scaled from [0, 65535] (Pillow's convert clips it to white);
                                                             a float (mode F) image is refused
@@ -15,6 +25,7 @@ mcjepa-flow -o DIR, -o x.xyz, a folder as FRAME, NaN flow   exit 2 before the mo
 """
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +34,130 @@ import torch
 from PIL import Image
 from test_train import TINY
 
-from mcjepa.train.config import load_config
+from mcjepa.train.checkpoint import latest_checkpoint
+from mcjepa.train.config import ConfigError, load_config
+from mcjepa.train.engine import Trainer
 
 CKPT = "ckpt_{:09d}.pt"
+
+
+# ------------------------------------------------------------------------------ config values
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optim.lr_encoder=nan", "optim.lr_encoder"),
+        ("optim.lr_flow_head=-1e-4", "optim.lr_flow_head"),
+        ("optim.lr_expander=inf", "optim.lr_expander"),
+        ("optim.end_lr=-inf", "optim.end_lr"),
+        ("optim.weight_decay=nan", "optim.weight_decay"),
+        ("optim.weight_decay=-1e-6", "optim.weight_decay"),
+        ("optim.grad_clip=nan", "optim.grad_clip"),
+        ("optim.betas=[0.9, 1.5]", "optim.betas[1]"),
+        ("loss.alpha=nan", "loss.alpha"),
+        ("loss.vicreg_var=-25", "loss.vicreg_var"),
+        ("loss.cycle_weight=inf", "loss.cycle_weight"),
+        ("loss.reg_weights_coarse_to_fine=[1.0, 1.0, 1.0, nan, 0.1, 0.01]", "loss.reg_weights_coarse_to_fine[3]"),
+        ("schedule.epochs=nan", "schedule.epochs"),
+        ("schedule.motion_start_epoch=-1", "schedule.motion_start_epoch"),
+    ],
+)
+def test_nonfinite_or_negative_rates_and_weights_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config("demo", [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("run.checkpoint_every=-1", "run.checkpoint_every must be >= 0 (0: no checkpoints), got -1"),
+        ("run.log_every=0", "run.log_every must be >= 1, got 0"),
+        ("run.keep_last=-1", "run.keep_last must be >= 0 (0: keep all), got -1"),
+        ("run.max_nonfinite_in_row=0", "run.max_nonfinite_in_row must be >= 1"),
+        ("run.max_steps=-5", "run.max_steps must be >= 0"),
+        ("run.threads=-2", "run.threads must be >= 0"),
+        ("data.num_workers=-2", "data.num_workers must be >= -1"),
+        ("schedule.steps_per_epoch=-3", "schedule.steps_per_epoch must be >= 0"),
+    ],
+)
+def test_counts_out_of_range_are_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("demo", [override])
+
+
+def test_checkpoint_every_zero_is_documented_as_off(tmp_path):
+    cfg = load_config("demo", [*TINY, "run.checkpoint_every=0"])
+    Trainer(cfg, tmp_path / "run").fit(max_steps=2)
+    assert latest_checkpoint(tmp_path / "run") is None
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ('data.motion=[{name = "synthetic", num_pairs = 8, size = [8, 8]}]', "data.motion[0].size = [8, 8]"),
+        (
+            'data.motion=[{name = "synthetic", num_pairs = 8, size = [64, 64]}, '
+            '{name = "sintel", root = "/nowhere", crop = [8, 8]}]',
+            "data.motion[1].crop = [8, 8]",
+        ),
+        ('data.content={type = "synthetic", size = 8}', "data.content.size = 8"),
+        ("data.eval_synthetic_size=[16, 64]", "data.eval_synthetic_size = [16, 64]"),
+    ],
+)
+def test_crops_smaller_than_the_model_minimum_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=re.escape(key) + ".*at least 32 pixels"):
+        load_config("demo", [override])
+
+
+# ------------------------------------------------------------------------------ CLI arguments
+
+
+def _cli(argv):
+    from mcjepa.cli.train import main
+
+    return main(argv)
+
+
+def _sets(*extra):
+    return [a for s in (*TINY, *extra) for a in ("--set", s)]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"name: demo\nepochs: 3\n", r"notes\.txt: not a valid TOML file: .*line 1, column"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", r"notes\.txt: not a TOML file \(not UTF-8 text"),
+        (None, r"notes\.txt: is a folder, not a TOML file"),
+    ],
+)
+def test_a_config_that_is_not_toml_is_named_with_the_parse_problem(tmp_path, capsys, content, message):
+    path = tmp_path / "notes.txt"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    assert _cli(["--config", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("device", "gpus", "message"),
+    [
+        ('"cuda"', 0, "run.device='cuda' but CUDA is not available on this machine; available devices: cpu"),
+        ('"cuda:7"', 1, "run.device='cuda:7': no such GPU; available devices: cpu, cuda:0"),
+        ('"gpu"', 0, "run.device='gpu': expected auto, cpu, cuda, cuda:N or mps"),
+    ],
+)
+def test_a_device_the_machine_lacks_lists_the_available_ones(tmp_path, monkeypatch, device, gpus, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    cfg = load_config("demo", [*TINY, f"run.device={device}"])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Trainer(cfg, tmp_path / "run")
 
 
 # ------------------------------------------------------------------------------ DataLoader workers
