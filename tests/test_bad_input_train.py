@@ -9,12 +9,19 @@ input                                                       expected
 weight, epoch mark; negative or inf too)                    >= 0, got nan" (the key named)
 run.checkpoint_every=-1, run.log_every=0, run.keep_last=-1  ConfigError naming the key and its minimum (checkpoint_every 0
 run.max_nonfinite_in_row=0, run.max_steps=-5, ...           and keep_last 0 are documented: off / keep all)
+--max-steps -5                                              exit 2: "--max-steps must be >= 1, got -5"
 data.motion[0].crop = [8, 8] (also .size, data.content      ConfigError: "data.motion[0].crop = [8, 8]: height and width must
 .size, data.eval_synthetic_size)                            be at least 32 pixels" (not an error about images at step 1)
 --config notes.txt (not TOML; binary; a folder)             exit 2: "--config notes.txt: not a valid TOML file: ... (at line
                                                             1, column ...)"
+--out an existing file / an unwritable folder               ConfigError: "--out F: is an existing file" / "cannot write the
+                                                            run folder there (...)"
 run.device=cuda without a GPU; cuda:7 with one GPU; "gpu"   ConfigError: "CUDA is not available on this machine; available
                                                             devices: cpu" / "no such GPU" / "expected auto, cpu, cuda..."
+parameters (a BatchNorm statistic) go NaN mid-run           TrainingDiverged "parameters went non-finite by step 8 ... no
+                                                            checkpoint written"; the last good checkpoint stays newest
+losses NaN for run.max_nonfinite_in_row steps (lr 1e30)     exit 3: "training diverged: 3 non-finite losses or gradients in
+                                                            a row at step 4 (steps 2-4 skipped; non-finite terms: [...])"
 DataLoader workers left at their default                    min(default, CPUs available) (eval --workers, data.num_workers)
 16-bit grayscale PNG as a frame or image                    scaled from [0, 65535] (Pillow's convert clips it to white);
                                                             a float (mode F) image is refused
@@ -33,10 +40,11 @@ import pytest
 import torch
 from PIL import Image
 from test_train import TINY
+from torch import nn
 
 from mcjepa.train.checkpoint import latest_checkpoint
 from mcjepa.train.config import ConfigError, load_config
-from mcjepa.train.engine import Trainer
+from mcjepa.train.engine import Trainer, TrainingDiverged
 
 CKPT = "ckpt_{:09d}.pt"
 
@@ -123,6 +131,12 @@ def _sets(*extra):
     return [a for s in (*TINY, *extra) for a in ("--set", s)]
 
 
+def test_negative_max_steps_is_refused(tmp_path, capsys):
+    assert _cli(["--config", "demo", *_sets(), "--out", str(tmp_path / "r"), "--max-steps", "-5"]) == 2
+    assert "--max-steps must be >= 1, got -5" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -144,6 +158,37 @@ def test_a_config_that_is_not_toml_is_named_with_the_parse_problem(tmp_path, cap
     assert re.search(message, err) and "Traceback" not in err
 
 
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A run folder that cannot be created: under a read-only folder, or (as root, who ignores
+    permissions) under /sys, which refuses new entries."""
+    if getattr(os, "geteuid", lambda: 1)() != 0:
+        parent = tmp_path / "read-only"
+        parent.mkdir()
+        parent.chmod(0o500)
+        yield parent / "run"
+        parent.chmod(0o700)
+        return
+    target = Path("/sys/mcjepa-test-run")
+    try:
+        target.mkdir()
+    except OSError:
+        yield target
+        return
+    target.rmdir()
+    pytest.skip("no unwritable folder on this machine")
+
+
+def test_out_pointing_at_a_file_or_an_unwritable_folder(tmp_path, unwritable_dir):
+    cfg = load_config("demo", TINY)
+    file = tmp_path / "notes.txt"
+    file.write_text("x")
+    with pytest.raises(ConfigError, match=re.escape(f"--out {file}: is an existing file, not a folder")):
+        Trainer(cfg, file)
+    with pytest.raises(ConfigError, match=re.escape(f"--out {unwritable_dir}: cannot write the run folder there")):
+        Trainer(cfg, unwritable_dir)
+
+
 @pytest.mark.parametrize(
     ("device", "gpus", "message"),
     [
@@ -158,6 +203,56 @@ def test_a_device_the_machine_lacks_lists_the_available_ones(tmp_path, monkeypat
     cfg = load_config("demo", [*TINY, f"run.device={device}"])
     with pytest.raises(ConfigError, match=re.escape(message)):
         Trainer(cfg, tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------ non-finite training
+
+
+def test_nonfinite_parameters_stop_the_run_without_writing_a_checkpoint(tmp_path):
+    """A NaN BatchNorm statistic leaves the training loss finite (batch statistics are used in
+    training), so only a look at the parameters catches it: the checkpoint of step 8 is not
+    written and step 4's stays the newest."""
+    cfg = load_config("demo", [*TINY, "run.log_every=1000"])  # no periodic check: the save itself refuses
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit(max_steps=4)
+    bn = next(m for m in trainer.model.expander.modules() if isinstance(m, nn.BatchNorm1d))
+    with torch.no_grad():
+        bn.running_mean.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"non-finite by step 8: .*running_mean.*no checkpoint written"):
+        trainer.fit()
+    assert latest_checkpoint(tmp_path / "run").name == CKPT.format(4)
+    state = torch.load(tmp_path / "run" / "checkpoints" / CKPT.format(4), weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_periodic_check_stops_at_the_next_log_step(tmp_path):
+    trainer = Trainer(load_config("demo", [*TINY, "run.log_every=3"]), tmp_path / "run")
+    trainer.fit(max_steps=1)
+    bn = next(m for m in trainer.model.expander.modules() if isinstance(m, nn.BatchNorm1d))
+    with torch.no_grad():
+        bn.running_var.fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match=r"non-finite by step 3: .*running_var.*training stopped"):
+        trainer.fit()
+    assert latest_checkpoint(tmp_path / "run").name == CKPT.format(1)  # the end-of-fit save of step 1
+
+
+def test_diverging_losses_exit_3_with_the_steps_and_terms(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = _cli(
+        [
+            "--config",
+            "demo",
+            *_sets("optim.lr_encoder=1e30", "optim.lr_expander=1e30", "run.max_nonfinite_in_row=3"),
+            "--out",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert "mcjepa-train: training diverged: 3 non-finite losses or gradients in a row at step" in err
+    assert re.search(r"steps \d+-\d+ skipped; non-finite terms: \[.*'total'", err)
+    assert "Traceback" not in err
+    assert latest_checkpoint(out) is None  # diverged before the first checkpoint: none written
 
 
 # ------------------------------------------------------------------------------ DataLoader workers

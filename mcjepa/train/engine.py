@@ -5,6 +5,10 @@ Responsibilities: build the model, optimiser, schedule and data streams from a
 gradient clipping, non-finite steps skipped and counted); write atomic checkpoints every N steps
 and resume exactly; log JSON lines (and TensorBoard when installed) on rank 0; at the end,
 evaluate held-out synthetic EPE and export a safetensors release.
+
+Faults: a run whose parameters go non-finite, or whose losses stay non-finite for
+``run.max_nonfinite_in_row`` steps, stops with :class:`TrainingDiverged`, and no checkpoint or
+release with non-finite values is ever written (:meth:`Trainer.save` checks).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,11 +37,28 @@ from .distributed import all_finite, init_distributed
 from .objective import MCJEPAObjective
 from .schedule import Schedule
 
-__all__ = ["TrainingDiverged", "Trainer", "build_model_config"]
+__all__ = ["TrainingDiverged", "Trainer", "build_model_config", "check_run_dir"]
 
 
 class TrainingDiverged(RuntimeError):
-    """Too many non-finite losses in a row."""
+    """The parameters went non-finite, or too many non-finite losses came in a row."""
+
+
+def check_run_dir(path: Path) -> None:
+    """Create the run folder and make sure a file can be written in it.
+
+    Raises:
+        ConfigError: ``path`` is an existing file, or the folder cannot be created or written.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path}: is an existing file, not a folder; give a folder for the run's outputs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot write the run folder there ({exc.strerror or exc})") from None
 
 
 def build_model_config(cfg: TrainConfig) -> ModelConfig:
@@ -80,6 +102,8 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.dist, self.device = init_distributed(cfg.run.device)
+        if self.dist.is_main:
+            check_run_dir(self.run_dir)
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         self.use_bf16 = cfg.run.bf16 and self.device.type == "cuda"
@@ -131,6 +155,7 @@ class Trainer:
         self.step = 0
         self.nonfinite_total = 0
         self.nonfinite_in_row = 0
+        self.nonfinite_terms: set[str] = set()  # the non-finite terms of the current streak
         self.baseline_metrics: dict[str, float] = {}
         if resume:
             self._resume()
@@ -195,8 +220,40 @@ class Trainer:
         if self.dist.is_main:
             tqdm.write(f"resumed from {path} at step {self.step}")
 
+    def _nonfinite_tensors(self) -> list[str]:
+        """Names of the model's parameters and buffers that hold NaN or inf on any rank (a
+        collective call under torchrun)."""
+        items = [(k, v) for k, v in self.model.state_dict().items() if v.is_floating_point()]
+        if not items:
+            return []
+        flags = torch.stack([torch.isfinite(v).all() for _, v in items]).to(torch.float32)
+        if self.dist.enabled:
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        return [k for (k, _), ok in zip(items, flags.tolist(), strict=True) if not ok]
+
+    def check_finite(self, action: str) -> None:
+        """Raise :class:`TrainingDiverged`, naming the step and the tensors, when any parameter or
+        buffer is non-finite; ``action`` says what is then not done (e.g. "no checkpoint written")."""
+        bad = self._nonfinite_tensors()
+        if not bad:
+            return
+        newest = latest_checkpoint(self.run_dir)
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise TrainingDiverged(
+            f"the parameters went non-finite by step {self.step}: NaN or inf in {len(bad)} model tensor(s) "
+            f"({shown}); {action}. The newest checkpoint is "
+            f"{newest if newest is not None else 'none'}. Try a lower learning rate or optim.grad_clip > 0, "
+            "or check the data for NaNs"
+        )
+
     def save(self) -> Path | None:
-        """Write a checkpoint (rank 0) and return its path."""
+        """Write a checkpoint (rank 0) and return its path; the one place checkpoints are written.
+
+        Raises:
+            TrainingDiverged: a parameter or buffer is non-finite (nothing is written, so the last
+                good checkpoint stays the newest).
+        """
+        self.check_finite("no checkpoint written")
         path = None
         rank_rng = self._rank_rng_states()
         if self.dist.is_main:
@@ -211,18 +268,25 @@ class Trainer:
             g["lr"] = self.schedule.lr(g["base_lr"], self.step, g["name"])
 
     def _skip_nonfinite(self, values: dict[str, torch.Tensor]) -> None:
-        """Drop this step's gradients, count it, and stop after too many in a row."""
+        """Drop this step's gradients, count it, and stop after too many in a row (naming the
+        steps and every term that was non-finite in them)."""
         self.optimizer.zero_grad(set_to_none=True)
+        if self.nonfinite_in_row == 0:
+            self.nonfinite_terms = set()
+        self.nonfinite_terms.update(k for k, v in values.items() if not torch.isfinite(v.detach()).all())
         self.nonfinite_total += 1
         self.nonfinite_in_row += 1
         self.step += 1
         if self.nonfinite_in_row >= self.cfg.run.max_nonfinite_in_row:
-            bad = [k for k, v in values.items() if not torch.isfinite(v.detach()).all()]
+            first = self.step - self.nonfinite_in_row + 1
+            newest = latest_checkpoint(self.run_dir)
             raise TrainingDiverged(
                 f"{self.nonfinite_in_row} non-finite losses or gradients in a row at step {self.step} "
-                f"(non-finite: {bad}; learning rates "
-                f"{[round(g['lr'], 8) for g in self.optimizer.param_groups]}). Try a lower learning rate, "
-                "optim.grad_clip > 0, or check the data for NaNs."
+                f"(steps {first}-{self.step} skipped; non-finite terms: {sorted(self.nonfinite_terms)}; "
+                f"learning rates {[round(g['lr'], 8) for g in self.optimizer.param_groups]}). Skipped steps "
+                f"leave the parameters as they were; the newest checkpoint is "
+                f"{newest if newest is not None else 'none'}. Try a lower learning rate, optim.grad_clip > 0, "
+                "or check the data for NaNs."
             )
         return None
 
@@ -303,7 +367,14 @@ class Trainer:
 
         Returns a summary dict: steps, wall time, skipped steps, final losses and, when enabled,
         held-out synthetic EPE of the untrained model, the trained model and zero flow.
+
+        Raises:
+            TrainingDiverged: the parameters went non-finite (checked at every
+                ``run.log_every``-th step that trained, and before anything is written), or
+                ``run.max_nonfinite_in_row`` steps in a row were non-finite.
         """
+        if max_steps is not None and max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1, got {max_steps}")
         main = self.dist.is_main
         if main:
             self._write_config()
@@ -323,6 +394,10 @@ class Trainer:
             bar.update(1)
             if losses is not None:
                 last = losses
+            if losses is not None and self.step % self.cfg.run.log_every == 0:
+                # a step that trained but left NaN / inf behind (e.g. in BatchNorm statistics,
+                # which the losses of later steps need not show); skipped steps are counted above
+                self.check_finite("training stopped")
             if main and losses is not None and (self.step % self.cfg.run.log_every == 0 or self.step == limit):
                 record = {
                     "step": self.step,
@@ -340,6 +415,7 @@ class Trainer:
             if self.cfg.run.checkpoint_every > 0 and self.step % self.cfg.run.checkpoint_every == 0:
                 self.save()
         bar.close()
+        self.check_finite("no checkpoint or release written")
         if self.cfg.run.checkpoint_every > 0 and (
             latest_checkpoint(self.run_dir) is None or self.step % self.cfg.run.checkpoint_every
         ):
