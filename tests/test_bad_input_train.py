@@ -22,6 +22,14 @@ parameters (a BatchNorm statistic) go NaN mid-run           TrainingDiverged "pa
                                                             checkpoint written"; the last good checkpoint stays newest
 losses NaN for run.max_nonfinite_in_row steps (lr 1e30)     exit 3: "training diverged: 3 non-finite losses or gradients in
                                                             a row at step 4 (steps 2-4 skipped; non-finite terms: [...])"
+--resume with a changed model / data / schedule / loss /    ConfigError listing the keys; every "key: old -> new" printed;
+optim / seed                                                --allow-config-change continues, with the new values in force
+--resume with only run.* / num_workers / eval keys changed  resumes; the changes are printed
+--resume, newest checkpoint truncated                       "falling back to ckpt_4", the bad file moved to *.corrupt; the
+                                                            run still ends bit-identical to an uninterrupted one
+--resume, every checkpoint unreadable                       ConfigError: "none of the checkpoints ... loads"
+--resume after a crash past the checkpoint                  metrics.jsonl holds every step once; summary wall time counts
+                                                            the time before the checkpoint too (stored in it)
 DataLoader workers left at their default                    min(default, CPUs available) (eval --workers, data.num_workers)
 16-bit grayscale PNG as a frame or image                    scaled from [0, 65535] (Pillow's convert clips it to white);
                                                             a float (mode F) image is refused
@@ -31,6 +39,7 @@ mcjepa-flow -o DIR, -o x.xyz, a folder as FRAME, NaN flow   exit 2 before the mo
 ==========================================================  ==================================================================
 """
 
+import json
 import os
 import re
 from pathlib import Path
@@ -39,7 +48,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_train import TINY
+from test_train import TINY, _params
 from torch import nn
 
 from mcjepa.train.checkpoint import latest_checkpoint
@@ -253,6 +262,100 @@ def test_diverging_losses_exit_3_with_the_steps_and_terms(tmp_path, capsys):
     assert re.search(r"steps \d+-\d+ skipped; non-finite terms: \[.*'total'", err)
     assert "Traceback" not in err
     assert latest_checkpoint(out) is None  # diverged before the first checkpoint: none written
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+def _first_run(tmp_path, steps=4, *extra):
+    out = tmp_path / "run"
+    Trainer(load_config("demo", [*TINY, *extra]), out).fit(max_steps=steps)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("override", "old", "new"),
+    [
+        ("model.encoder.drop_path_rate=0.1", "<unset>", "0.1"),
+        ("data.motion_batch_size=4", "2", "4"),
+        ('data.content={type = "synthetic", num_images = 64, image_size = [48, 48], size = 48}', "32", "48"),
+        ("schedule.epochs=4", "3.0", "4.0"),
+        ("optim.lr_encoder=0.002", "0.001", "0.002"),
+        ("loss.alpha=0.5", "0.1", "0.5"),
+        ("run.seed=1", "0", "1"),
+    ],
+)
+def test_resume_refuses_a_changed_config_unless_allowed(tmp_path, capsys, override, old, new):
+    out = _first_run(tmp_path)
+    key = override.split("=")[0]
+    cfg = load_config("demo", [*TINY, override])
+    with pytest.raises(ConfigError, match="--allow-config-change"):
+        Trainer(cfg, out, resume=True)
+    printed = capsys.readouterr().out
+    assert re.search(re.escape(key) + r"[.\w]*: " + re.escape(old) + " -> " + re.escape(new), printed), printed
+    resumed = Trainer(cfg, out, resume=True, allow_config_change=True)
+    assert resumed.step == 4
+    assert "continuing with the changed config" in capsys.readouterr().out
+    if key == "optim.lr_encoder":  # the new value is in force, not the checkpoint's
+        assert resumed.optimizer.param_groups[0]["base_lr"] == 0.002
+
+
+def test_resume_accepts_run_settings_and_prints_them(tmp_path, capsys):
+    out = _first_run(tmp_path)
+    cfg = load_config("demo", [*TINY, "run.log_every=2", "data.num_workers=1", "data.eval_synthetic_pairs=4"])
+    resumed = Trainer(cfg, out, resume=True)
+    assert resumed.step == 4
+    printed = capsys.readouterr().out
+    assert "run.log_every: 1 -> 2" in printed and "data.num_workers: 0 -> 1" in printed
+    assert "[changes the run]" not in printed
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_truncated_newest_checkpoint_falls_back_and_still_resumes_exactly(tmp_path, capsys):
+    cfg = load_config("demo", [*TINY, "model.encoder.drop_path_rate=0.2"])
+    full = Trainer(cfg, tmp_path / "full")
+    full.fit()
+    reference = _params(full)
+
+    out = tmp_path / "split"
+    Trainer(cfg, out).fit(max_steps=8)  # checkpoints 4 and 8
+    _truncate(out / "checkpoints" / CKPT.format(8))  # e.g. a full disk while copying the run
+    capsys.readouterr()
+    resumed = Trainer(cfg, out, resume=True)
+    printed = capsys.readouterr().out
+    assert resumed.step == 4
+    assert f"could not load checkpoint {out / 'checkpoints' / CKPT.format(8)}" in printed
+    assert f"falling back to {out / 'checkpoints' / CKPT.format(4)}, the newest intact checkpoint" in printed
+    assert (out / "checkpoints" / (CKPT.format(8) + ".corrupt")).is_file()
+    resumed.fit()
+    for key, value in _params(resumed).items():
+        assert torch.equal(value, reference[key]), key
+
+
+def test_resume_with_no_readable_checkpoint_says_so(tmp_path):
+    out = _first_run(tmp_path)
+    _truncate(out / "checkpoints" / CKPT.format(4))
+    with pytest.raises(ConfigError, match="none of the checkpoints .* loads"):
+        Trainer(load_config("demo", TINY), out, resume=True)
+
+
+def test_resume_truncates_the_metrics_and_carries_the_wall_time(tmp_path):
+    """Crash after step 6 with the checkpoint of step 4: the records of steps 5 and 6 must not
+    appear twice, and the summary's wall time includes the 4 steps before the checkpoint."""
+    out = _first_run(tmp_path, 6)
+    (out / "checkpoints" / CKPT.format(6)).unlink()
+    ckpt = out / "checkpoints" / CKPT.format(4)
+    state = torch.load(ckpt, weights_only=True)
+    assert 0 < state["elapsed_s"] < 60
+    state["elapsed_s"] = 1000.0  # a long first session, to tell the sums apart
+    torch.save(state, ckpt)
+    summary = Trainer(load_config("demo", TINY), out, resume=True).fit(max_steps=8)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+    assert 1000.0 < summary["wall_time_s"] < 1100.0
 
 
 # ------------------------------------------------------------------------------ DataLoader workers
