@@ -30,6 +30,8 @@ optim / seed                                                --allow-config-chang
 --resume, every checkpoint unreadable                       ConfigError: "none of the checkpoints ... loads"
 --resume after a crash past the checkpoint                  metrics.jsonl holds every step once; summary wall time counts
                                                             the time before the checkpoint too (stored in it)
+stderr redirected to a file                                 plain "mcjepa-train: step k/N" lines every run.log_every steps,
+                                                            no carriage return
 DataLoader workers left at their default                    min(default, CPUs available) (eval --workers, data.num_workers)
 16-bit grayscale PNG as a frame or image                    scaled from [0, 65535] (Pillow's convert clips it to white);
                                                             a float (mode F) image is refused
@@ -42,6 +44,8 @@ mcjepa-flow -o DIR, -o x.xyz, a folder as FRAME, NaN flow   exit 2 before the mo
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -356,6 +360,26 @@ def test_resume_truncates_the_metrics_and_carries_the_wall_time(tmp_path):
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))
     assert 1000.0 < summary["wall_time_s"] < 1100.0
+
+
+# ------------------------------------------------------------------------------ progress in logs
+
+
+def test_progress_is_plain_lines_when_stderr_is_a_file(tmp_path):
+    log = tmp_path / "stderr.log"
+    cmd = [sys.executable, "-m", "mcjepa.cli.train", "--config", "demo", "--out", str(tmp_path / "run")]
+    cmd += _sets("run.log_every=3")  # 12 steps: lines at 3, 6, 9, 12
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as fh:
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=fh, text=True, timeout=300, env=env)
+    err = log.read_text()
+    assert result.returncode == 0, err[-3000:]
+    assert "\r" not in err
+    lines = err.splitlines()
+    progress = [line for line in lines if line.startswith("mcjepa-train: step ")]
+    assert [line.split()[2] for line in progress] == ["3/12", "6/12", "9/12", "12/12"]
+    assert len(lines) <= len(progress) + 2, lines  # nothing else floods it
+    assert "total" in progress[-1] and "steps/s" in progress[-1]
 
 
 # ------------------------------------------------------------------------------ DataLoader workers

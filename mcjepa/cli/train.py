@@ -27,6 +27,7 @@ Outputs in --out: config.json (resolved), metrics.jsonl, checkpoints/, summary.j
 every difference is printed, and one that changes the model, data, schedule, loss, optimiser or
 seed is refused unless --allow-config-change is given (device, logging, checkpointing, max_steps,
 num_workers and the end-of-run evaluation may change freely).
+On a terminal progress is a bar; otherwise (a log file, a pipe) one line every run.log_every steps.
 
 exit status: 0 done, 2 bad config, data or --out, 3 training diverged (non-finite parameters,
 or run.max_nonfinite_in_row non-finite steps in a row; no non-finite checkpoint is written).

@@ -21,6 +21,7 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -547,13 +548,13 @@ class Trainer:
                 limit = min(limit, cap)
         writer = _maybe_tensorboard(self.run_dir, self.step) if main and self.cfg.run.tensorboard else None
         log_path = self.run_dir / "metrics.jsonl"
-        bar = tqdm(total=limit, initial=self.step, disable=not main, desc="mcjepa-train", dynamic_ncols=True)
+        progress = _Progress(limit, self.step, main, self.cfg.run.log_every)
         self._fit_start, last = time.time(), None
         while self.step < limit:
             losses = self.train_step()
-            bar.update(1)
             if losses is not None:
                 last = losses
+            progress.update(self.step, losses)
             if losses is not None and self.step % self.cfg.run.log_every == 0:
                 # a step that trained but left NaN / inf behind (e.g. in BatchNorm statistics,
                 # which the losses of later steps need not show); skipped steps are counted above
@@ -568,13 +569,12 @@ class Trainer:
                 }
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
-                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k in _SHOWN})
                 if writer is not None:
                     for k, v in losses.items():
                         writer.add_scalar(f"loss/{k}", v, self.step)
             if self.cfg.run.checkpoint_every > 0 and self.step % self.cfg.run.checkpoint_every == 0:
                 self.save()
-        bar.close()
+        progress.close()
         self.check_finite("no checkpoint or release written")
         if self.cfg.run.checkpoint_every > 0 and (
             latest_checkpoint(self.run_dir) is None or self.step % self.cfg.run.checkpoint_every
@@ -633,6 +633,59 @@ class Trainer:
 
 
 _SHOWN = ("total", "ssl", "motion", "reg", "rec")
+
+
+def _stderr_is_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # closed
+        return False
+
+
+class _Progress:
+    """Training progress on stderr (rank 0): a tqdm bar on a terminal; otherwise (a log file, a
+    pipe, a batch system) one plain line every ``every`` steps and at the end, with no carriage
+    returns, so that logs stay readable and their length bounded by steps / every."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, every: int) -> None:
+        self.total, self.every, self.enabled = total, every, enabled
+        self.bar = None
+        if enabled and _stderr_is_terminal():
+            self.bar = tqdm(total=total, initial=initial, desc="mcjepa-train", dynamic_ncols=True, file=sys.stderr)
+        self.start, self.initial = time.time(), initial
+        self.losses: dict[str, float] | None = None
+
+    def update(self, step: int, losses: dict[str, float] | None) -> None:
+        if losses is not None:
+            self.losses = losses
+        shown = {k: v for k, v in (self.losses or {}).items() if k in _SHOWN}
+        at_line = step % self.every == 0 or step == self.total
+        if self.bar is not None:
+            self.bar.update(1)
+            if at_line and losses is not None:
+                self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+        elif self.enabled and at_line:
+            seconds = time.time() - self.start
+            rate = (step - self.initial) / seconds if seconds > 0 else 0.0
+            eta = (self.total - step) / rate if rate > 0 else 0.0
+            text = " ".join(f"{k} {v:.4g}" for k, v in shown.items())
+            skipped = "" if losses is not None else " (this step skipped: non-finite)"
+            print(
+                f"mcjepa-train: step {step}/{self.total} ({100 * step / self.total:.0f}%) "
+                f"{rate:.2f} steps/s, eta {_duration(eta)} | {text}{skipped}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _revert_sync_bn(module: nn.Module) -> nn.Module:
