@@ -33,6 +33,7 @@ from torchvision.utils import flow_to_image
 
 from .encoder import MIN_INPUT_SIZE, imagenet_normalize
 from .flow_io import read_flo, read_kitti_flow, write_flo, write_kitti_flow
+from .image_io import to_rgb
 from .model import MCJEPA, build_model
 from .ops import backward_warp, flow_validity_mask
 
@@ -105,7 +106,7 @@ def _describe(x: object) -> str:
 def _single_to_tensor(image: object, name: str) -> Tensor:
     """One unbatched image -> uint8 or float ``(3, H, W)`` tensor (not yet validated for range)."""
     if isinstance(image, Image.Image):
-        return pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
+        return pil_to_tensor(to_rgb(image, name))
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(

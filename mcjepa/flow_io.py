@@ -47,6 +47,20 @@ def _as_flow_array(flow: Tensor | np.ndarray, name: str = "flow") -> np.ndarray:
     return flow.astype(np.float32, copy=False)
 
 
+def _refuse_nonfinite(arr: np.ndarray, path: PathLike, where: np.ndarray | None = None) -> None:
+    """Raise ValueError when ``arr`` (``(2, H, W)``) holds NaN or inf (at the pixels ``where``
+    is true, when given): a flow file is read back as numbers, so nothing is written."""
+    bad = ~np.isfinite(arr).all(axis=0)
+    if where is not None:
+        bad &= where
+    if bad.any():
+        y, x = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{path}: refusing to write non-finite flow (NaN or inf at {int(bad.sum())} of {bad.size} pixels, "
+            f"the first at row {y}, column {x})"
+        )
+
+
 # ---------------------------------------------------------------------------- Middlebury .flo
 
 
@@ -74,8 +88,13 @@ def read_flo(path: PathLike) -> Tensor:
 
 
 def write_flo(path: PathLike, flow: Tensor | np.ndarray) -> None:
-    """Write a ``(2, H, W)`` flow in pixels as a Middlebury ``.flo`` file (float32, exact)."""
+    """Write a ``(2, H, W)`` flow in pixels as a Middlebury ``.flo`` file (float32, exact).
+
+    Raises:
+        ValueError: a wrong shape or dtype, or NaN / inf anywhere in the flow.
+    """
     arr = _as_flow_array(flow)
+    _refuse_nonfinite(arr, path)
     _, h, w = arr.shape
     body = np.ascontiguousarray(arr.transpose(1, 2, 0), dtype="<f4").tobytes()
     Path(path).write_bytes(_FLO_MAGIC_BYTES + struct.pack("<ii", w, h) + body)
@@ -205,18 +224,23 @@ def write_kitti_flow(path: PathLike, flow: Tensor | np.ndarray, valid: Tensor | 
 
     Values are rounded to 1/64 px and clipped to the representable range [-512, 511.98] px (as
     the KITTI devkit does). ``valid`` is an optional bool ``(H, W)`` (or ``(1, H, W)``) mask;
-    pixels that are not valid, or whose flow is not finite, are stored as invalid.
+    pixels that are not valid are stored as invalid, whatever their flow.
+
+    Raises:
+        ValueError: a wrong shape or dtype, or NaN / inf flow at a valid pixel (mark such pixels
+            invalid in ``valid`` to store them as invalid).
     """
     arr = _as_flow_array(flow)
     _, h, w = arr.shape
-    ok = np.isfinite(arr).all(axis=0)
+    ok = np.ones((h, w), bool)
     if valid is not None:
         mask = valid.detach().cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
         if mask.ndim == 3 and mask.shape[0] == 1:
             mask = mask[0]
         if mask.shape != (h, w):
             raise ValueError(f"valid must have shape ({h}, {w}) to match flow {tuple(arr.shape)}, got {mask.shape}")
-        ok &= mask.astype(bool)
+        ok = mask.astype(bool)
+    _refuse_nonfinite(arr, path, where=ok)
     encoded = np.where(ok, arr, 0.0) * _KITTI_SCALE + _KITTI_OFFSET
     encoded = np.clip(np.rint(encoded), 0, 2**16 - 1).astype(np.uint16)
     rgb = np.stack((encoded[0], encoded[1], ok.astype(np.uint16)), axis=-1)

@@ -61,12 +61,12 @@ def test_kitti_round_trip_with_invalid_pixels(tmp_path):
     flow = torch.randint(-300 * 64, 300 * 64, (2, h, w), generator=gen).float() / 64  # exact 1/64 steps
     valid = torch.rand(h, w, generator=gen) > 0.3
     flow_nan = flow.clone()
-    flow_nan[0, 0, 0] = float("nan")  # non-finite -> stored as invalid
+    flow_nan[0, 0, 0] = float("nan")  # non-finite at a pixel marked invalid: stored as invalid
+    valid[0, 0] = False  # (at a valid pixel it is refused: tests/test_bad_input_train.py)
     path = tmp_path / "f.png"
     write_kitti_flow(path, flow_nan, valid)
     back, back_valid = read_kitti_flow(path)
     expected_valid = valid.clone()
-    expected_valid[0, 0] = False
     assert back.shape == (2, h, w) and back.dtype == torch.float32 and back_valid.dtype == torch.bool
     assert torch.equal(back_valid, expected_valid)
     assert torch.equal(back[:, expected_valid], flow[:, expected_valid])

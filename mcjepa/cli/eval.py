@@ -51,6 +51,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
+_WORKERS_HELP = "data-loading processes (default: min(4, the CPUs available))"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the command's argument parser."""
     from ..eval.flow_eval import FLOW_DATASETS
@@ -130,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-decay", type=float, default=1e-4)
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--crop-size", type=int, default=512)
-    s.add_argument("--workers", type=int, default=4, help="data-loading processes")
+    s.add_argument("--workers", type=int, default=None, help=_WORKERS_HELP)
     s.add_argument("--max-val-images", type=int, help="score only the first N validation images")
     s.add_argument("--save-head", metavar="PT", help="save the trained head's state dict (torch.save)")
     _add_model_args(s)
@@ -176,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--linear-epochs", type=int, default=100)
     p.add_argument("--linear-lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=None, help=_WORKERS_HELP)
     p.add_argument("--max-train", type=int, help="use only the first N training images")
     p.add_argument("--max-val", type=int, help="use only the first N validation images")
     _add_model_args(p)
@@ -236,6 +239,7 @@ def _run_flow(args: argparse.Namespace, device: torch.device) -> tuple[dict[str,
 
 
 def _run_segmentation(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], str]:
+    from ..data.workers import resolve_num_workers
     from ..eval.report import format_table
     from ..eval.segmentation import (
         SEG_DATASETS,
@@ -262,7 +266,7 @@ def _run_segmentation(args: argparse.Namespace, device: torch.device) -> tuple[d
         args.weight_decay,
         args.batch_size,
         args.crop_size,
-        args.workers,
+        resolve_num_workers(args.workers),
         device,
         args.max_steps,
         progress=not args.no_progress,
@@ -347,6 +351,7 @@ def _run_davis(args: argparse.Namespace, device: torch.device) -> tuple[dict[str
 
 
 def _run_probe(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], str]:
+    from ..data.workers import resolve_num_workers
     from ..eval.probes import FASHION_MNIST_ROOT, evaluate_probes, extract_embeddings, open_probe_dataset
     from ..eval.report import format_table
 
@@ -357,7 +362,7 @@ def _run_probe(args: argparse.Namespace, device: torch.device) -> tuple[dict[str
     kw = dict(
         image_size=args.image_size,
         batch_size=args.batch_size,
-        workers=args.workers,
+        workers=resolve_num_workers(args.workers),
         device=device,
         progress=not args.no_progress,
     )

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 __all__ = ["build_parser", "main"]
@@ -65,14 +65,22 @@ def _fail(message: str) -> int:
 
 
 def _read_image(path: str) -> Image.Image:
+    from ..image_io import read_rgb  # 16-bit frames scaled, not clipped; folders refused
+
+    return read_rgb(path)
+
+
+def _check_output(path: str, option: str) -> None:
+    """Refuse an output path that cannot be written, before the model runs."""
     p = Path(path)
-    if not p.is_file():
-        raise OSError(f"{path}: no such file")
-    try:
-        with Image.open(p) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise OSError(f"{path}: cannot read it as an image ({err})") from None
+    if p.is_dir():
+        raise ValueError(
+            f"cannot write the output: {option} {path} is a folder; give a file name, e.g. {p / 'flow.png'}"
+        )
+    if not p.parent.is_dir():
+        raise ValueError(f"cannot write the output: {option} {path}: folder {p.parent} does not exist")
+    if option == "-o" and Image.registered_extensions().get(p.suffix.lower()) not in Image.SAVE:
+        raise ValueError(f"cannot write the output: -o {path}: unknown image extension {p.suffix!r} (use .png)")
 
 
 def _epe(flow: Tensor, gt: Tensor, mask: Tensor | None = None) -> float:
@@ -95,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
     example = None
     try:
+        _check_output(args.output, "-o")
+        if args.save_flo:
+            _check_output(args.save_flo, "--save-flo")
         if args.frames:
             image1, image2 = (_read_image(f) for f in args.frames)
             what = f"{args.frames[0]} -> {args.frames[1]}"
@@ -110,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.bf16 and device.type != "cuda":
             print(f"note: --bf16 needs CUDA; running in float32 on {device}")
         estimate = flow.estimate(image1, image2, model, bf16=args.bf16 and device.type == "cuda").cpu()
+        bad = int((~torch.isfinite(estimate)).sum())
+        if bad:
+            raise ValueError(
+                f"the model produced non-finite flow ({bad} of {estimate.numel()} values are NaN or inf); "
+                "nothing written. Check the weights (a diverged training run?)"
+            )
     except (OSError, ValueError, RuntimeError) as err:  # includes mcjepa.weights.WeightsError
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
 

@@ -21,6 +21,16 @@ examples:
 --set takes dotted keys and TOML values: numbers, true/false, "strings", [lists], {tables}.
 List items are addressed as key[i], e.g. data.motion[0].root=/data/Sintel.
 Outputs in --out: config.json (resolved), metrics.jsonl, checkpoints/, summary.json, release/.
+
+--resume continues from the newest intact checkpoint (an unreadable newer one is moved aside to
+*.corrupt) and truncates metrics.jsonl to its step. Give it the same --config and --set values:
+every difference is printed, and one that changes the model, data, schedule, loss, optimiser or
+seed is refused unless --allow-config-change is given (device, logging, checkpointing, max_steps,
+num_workers and the end-of-run evaluation may change freely).
+On a terminal progress is a bar; otherwise (a log file, a pipe) one line every run.log_every steps.
+
+exit status: 0 done, 2 bad config, data or --out, 3 training diverged (non-finite parameters,
+or run.max_nonfinite_in_row non-finite steps in a row; no non-finite checkpoint is written).
 """
 
 
@@ -41,22 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
     )
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (for smoke tests)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: accept a config that changes the model, data, schedule, loss, optimiser or seed",
+    )
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (>= 1; for smoke tests)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..train.engine import TrainingDiverged
+
     try:
+        if args.max_steps is not None and args.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
+        if args.allow_config_change and not args.resume:
+            raise ConfigError("--allow-config-change only applies with --resume")
         cfg = load_config(args.config, _expand_list_keys(args.overrides, args.config))
         if args.print_config:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
         from ..train.engine import Trainer
 
-        trainer = Trainer(cfg, args.out or f"runs/{cfg.name}", resume=args.resume)
+        trainer = Trainer(
+            cfg, args.out or f"runs/{cfg.name}", resume=args.resume, allow_config_change=args.allow_config_change
+        )
         summary = trainer.fit(max_steps=args.max_steps)
     except ConfigError as exc:
         print(f"mcjepa-train: config error: {exc}", file=sys.stderr)
@@ -64,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"mcjepa-train: {exc}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:
+        print(f"mcjepa-train: training diverged: {exc}", file=sys.stderr)
+        return 3
     if trainer.dist.is_main:
         _print_summary(summary)
     return 0

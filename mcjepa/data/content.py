@@ -16,9 +16,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from ..image_io import read_rgb, to_rgb
 from .samplers import sample_rng
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "vicreg_transforms", "ImageFiles", "TwoViewDataset", "ContentDataset"]
@@ -68,7 +69,7 @@ def vicreg_transforms(
 def _as_rgb(image, where: str):
     """Return ``image`` as an RGB PIL image or a 3-channel tensor; raise a clear error for anything else."""
     if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return to_rgb(image, where)
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] not in (1, 3):
             raise ValueError(f"{where}: expected an image tensor of shape (1 or 3, H, W), got {tuple(image.shape)}")
@@ -144,7 +145,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> Image.Image:
         path = self.files[index]
         try:
-            return default_loader(path)
+            return read_rgb(path)
         except Exception as e:  # corrupt file: say which one
             raise OSError(f"could not read image {path}: {e}") from e
 

@@ -32,6 +32,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ..image_io import read_rgb, to_rgb
 from .samplers import sample_rng
 from .synthetic import MOTION_PRESETS
 
@@ -56,7 +57,7 @@ LAYOUTS: dict[str, str] = {
 def _to_float_image(img: Any, where: str) -> Tensor:
     """Return ``img`` (PIL, uint8 or [0, 1] float tensor) as a float32 (3, H, W) tensor in [0, 1]."""
     if isinstance(img, Image.Image):
-        img = F.pil_to_tensor(img.convert("RGB"))
+        img = F.pil_to_tensor(to_rgb(img, where))
     if not isinstance(img, Tensor) or img.ndim != 3 or img.shape[0] not in (1, 3):
         shape = tuple(img.shape) if isinstance(img, Tensor) else type(img).__name__
         raise ValueError(f"{where}: expected a PIL image or a (3, H, W) tensor, got {shape}")
@@ -158,7 +159,7 @@ class Kitti2012FramePairs(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, Image.Image]:
-        return tuple(Image.open(p).convert("RGB") for p in self.pairs[index])  # type: ignore[return-value]
+        return tuple(read_rgb(p) for p in self.pairs[index])  # type: ignore[return-value]
 
 
 class _SyntheticFrames(Dataset):

@@ -26,6 +26,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from ..image_io import to_rgb
+
 __all__ = [
     "VIDEO_EXTENSIONS",
     "OPENCV_SAMPLE_DIR",
@@ -284,7 +286,7 @@ class FrameFolderPairs(Dataset):
 
     def _load(self, path: str) -> Tensor:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im, path)
             h, w = _out_size(im.height, im.width, self.resize_shorter)
             if (h, w) != (im.height, im.width):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)

@@ -37,6 +37,7 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..image_io import to_rgb
 from .common import STRIDE, pad_to_multiple, to_encoder_input
 from .metrics import IGNORE_INDEX, db_boundary_f, db_region_iou
 
@@ -168,7 +169,7 @@ def _read_label(path: Path) -> Tensor:
 
 
 def _read_frame(path: Path) -> Tensor:
-    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(to_rgb(Image.open(path), str(path)))).permute(2, 0, 1).contiguous()
 
 
 def _soft_labels(label: Tensor, num_objects: int, stride: int) -> Tensor:

@@ -34,6 +34,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..flow_io import read_flo, read_kitti_flow
+from ..image_io import to_rgb
 from .baselines import FlowMethod
 from .metrics import FlowMetricAccumulator
 
@@ -70,7 +71,7 @@ def _to_uint8_chw(img: Any) -> Tensor:
         if t.is_floating_point():
             t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
         return t
-    arr = np.array(img.convert("RGB") if isinstance(img, Image.Image) else img)
+    arr = np.array(to_rgb(img) if isinstance(img, Image.Image) else img)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"expected an RGB image (H, W, 3), got shape {arr.shape}")
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

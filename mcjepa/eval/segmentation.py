@@ -36,6 +36,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..image_io import to_rgb
 from .common import STRIDE, pad_to_multiple, to_encoder_input
 from .metrics import IGNORE_INDEX, confusion_matrix, miou_from_confusion
 
@@ -55,7 +56,7 @@ DEFAULT_LEVELS = (3, 4, 5)  # strides 8, 16, 32
 
 
 def _pil_to_chw(img: Image.Image) -> Tensor:
-    return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(to_rgb(img))).permute(2, 0, 1).contiguous()
 
 
 class _Wrapped(torch.utils.data.Dataset):

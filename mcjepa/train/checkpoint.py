@@ -3,7 +3,8 @@
 A checkpoint holds the model, optimiser, step, data positions and every RNG state. Files are
 written to a temporary name and renamed, so a crash never leaves a partial checkpoint, and
 only the last ``keep_last`` are kept. Loading uses ``torch.load(weights_only=True)``: no
-arbitrary objects are unpickled.
+arbitrary objects are unpickled. A file that still fails to load (truncated by a full disk, a
+copy cut short) raises :class:`CheckpointError`; the trainer then falls back to the next newest.
 """
 
 from __future__ import annotations
@@ -16,9 +17,25 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "latest_checkpoint", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "capture_rng_state",
+    "check_resumable",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
 
 _PATTERN = "ckpt_{step:09d}.pt"
+CHECKPOINT_FORMAT = "mcjepa-train-checkpoint-v1"
+_REQUIRED_KEYS = ("format", "step", "model", "optimizer", "rank_rng")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read (truncated, corrupt, or not an mcjepa training checkpoint)."""
 
 
 def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
@@ -70,16 +87,39 @@ def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], kee
     return path
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """Return the newest complete checkpoint in ``run_dir/checkpoints``, or None."""
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Every checkpoint file in ``run_dir/checkpoints``, newest first (temporary files excluded)."""
     folder = Path(run_dir) / "checkpoints"
-    found = sorted(folder.glob("ckpt_*.pt")) if folder.is_dir() else []
-    return found[-1] if found else None
+    return sorted(folder.glob("ckpt_*.pt"), reverse=True) if folder.is_dir() else []
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """Return the newest checkpoint file in ``run_dir/checkpoints``, or None (not loaded: see
+    :func:`list_checkpoints` to fall back past an unreadable one)."""
+    found = list_checkpoints(run_dir)
+    return found[0] if found else None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file cannot be loaded, or is not an mcjepa training checkpoint.
+    """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with the path and a hint
-        raise RuntimeError(f"could not load checkpoint {path}: {exc}. Is the file complete?") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"could not load checkpoint {path}: {reason} (is the file complete?)") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not an mcjepa training checkpoint (it holds a {type(state).__name__})")
+    return state
+
+
+def check_resumable(path: str | Path, state: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` holds everything a resume needs."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an mcjepa training checkpoint (format {state.get('format')!r})")
+    missing = [k for k in _REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 from ..data.synthetic import MOTION_PRESETS
+from ..encoder import MIN_INPUT_SIZE
 from ..losses import FEATURE_LOSS_NORMS, VC_POOLINGS
 
 SAMPLING_STRATEGIES = ("combined", "batch_alternation", "epoch_alternation", "frozen_encoder_flow")
@@ -143,7 +145,9 @@ class DataSection:
     motion: list[dict[str, Any]] = field(default_factory=list)
     content_batch_size: int = 384  # global, seed §5
     motion_batch_size: int = 8  # global, seed §5
-    num_workers: int = 8
+    # DataLoader processes per stream and training process; -1 = auto: min(8, the CPUs available
+    # to each training process on this machine) (mcjepa.data.workers.resolve_num_workers)
+    num_workers: int = -1
     # held-out synthetic pairs for the EPE printed at the end (0 disables)
     eval_synthetic_pairs: int = 0
     eval_synthetic_size: list[int] = field(default_factory=lambda: [96, 128])
@@ -160,9 +164,9 @@ class RunSection:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    checkpoint_every: int = 1000  # steps
-    keep_last: int = 3
-    log_every: int = 50
+    checkpoint_every: int = 1000  # steps; 0 = no checkpoints (the run cannot be resumed)
+    keep_last: int = 3  # checkpoints kept; 0 = keep all
+    log_every: int = 50  # steps between metrics.jsonl records (and progress lines when stderr is no terminal)
     max_nonfinite_in_row: int = 20  # stop with a diagnosis after this many skipped steps in a row
     tensorboard: bool = True  # when the tensorboard package is installed
     export_release: bool = True  # write a safetensors release at the end
@@ -181,7 +185,9 @@ class TrainConfig:
     run: RunSection = field(default_factory=RunSection)
 
     def validate(self) -> None:
-        """Check cross-field constraints; raise :class:`ConfigError` naming the key."""
+        """Check value ranges and cross-field constraints; raise :class:`ConfigError` naming the key."""
+        self._validate_numbers()
+        self._validate_sizes()
         if self.schedule.sampling not in SAMPLING_STRATEGIES:
             raise ConfigError(f"schedule.sampling must be one of {SAMPLING_STRATEGIES}, got {self.schedule.sampling!r}")
         if self.loss.vc_mode not in VC_MODES:
@@ -198,8 +204,6 @@ class TrainConfig:
             )
         if self.data.eval_content_images < 0:
             raise ConfigError("data.eval_content_images must be >= 0")
-        if self.optim.flow_head_warmup_epochs < 0:
-            raise ConfigError("optim.flow_head_warmup_epochs must be >= 0")
         for key in ("reg_weights_coarse_to_fine", "vc_var_weights_coarse_to_fine", "vc_cov_weights_coarse_to_fine"):
             if len(getattr(self.loss, key)) != 6:
                 raise ConfigError(f"loss.{key} needs 6 values (one per pyramid level), got {getattr(self.loss, key)}")
@@ -220,8 +224,93 @@ class TrainConfig:
         if len(self.optim.betas) != 2:
             raise ConfigError("optim.betas needs 2 values")
 
+    def _validate_numbers(self) -> None:
+        """Learning rates, weight decay, every loss weight and the epoch marks must be finite and
+        >= 0 (a NaN learning rate would otherwise only show up as a run of skipped steps); counts
+        must be in range."""
+        for key in _NON_NEGATIVE_FLOATS:
+            section, name = key.split(".")
+            _check_non_negative(key, getattr(getattr(self, section), name))
+        for f in fields(LossSection):  # every loss weight, present and future
+            value = getattr(self.loss, f.name)
+            if isinstance(value, float):
+                _check_non_negative(f"loss.{f.name}", value)
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    _check_non_negative(f"loss.{f.name}[{i}]", v)
+        for i, beta in enumerate(self.optim.betas):
+            if not (math.isfinite(beta) and 0.0 <= beta < 1.0):
+                raise ConfigError(f"optim.betas[{i}] must be in [0, 1), got {beta}")
+        if not (math.isfinite(self.schedule.epochs) and self.schedule.epochs > 0):
+            raise ConfigError(f"schedule.epochs must be a finite number > 0, got {self.schedule.epochs}")
+        for key, minimum, meaning in _INT_MINIMUMS:
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if value < minimum:
+                raise ConfigError(f"{key} must be >= {minimum}{meaning}, got {value}")
+
+    def _validate_sizes(self) -> None:
+        """Every image size the model sees must be at least MIN_INPUT_SIZE on each side (the
+        coarsest feature map has stride 32); say which key is too small, not what broke later."""
+        size = self.data.content.get("size") if isinstance(self.data.content, dict) else None
+        if _is_int(size) and size < MIN_INPUT_SIZE:
+            raise ConfigError(f"data.content.size = {size}: {_TOO_SMALL}")
+        for i, spec in enumerate(self.data.motion):
+            if not isinstance(spec, dict):
+                continue  # the dataset builder reports the type
+            for name in ("crop", "size"):
+                pair = spec.get(name)
+                if isinstance(pair, list) and len(pair) == 2 and all(_is_int(v) for v in pair):
+                    if min(pair) < MIN_INPUT_SIZE:
+                        raise ConfigError(f"data.motion[{i}].{name} = {pair}: {_TOO_SMALL}")
+        if self.data.eval_synthetic_pairs > 0:
+            pair = self.data.eval_synthetic_size
+            if len(pair) != 2 or min(pair) < MIN_INPUT_SIZE:
+                raise ConfigError(f"data.eval_synthetic_size = {pair}: needs 2 values (height, width); {_TOO_SMALL}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_NON_NEGATIVE_FLOATS = (
+    "optim.lr_encoder",
+    "optim.lr_expander",
+    "optim.lr_flow_head",
+    "optim.end_lr",
+    "optim.weight_decay",
+    "optim.warmup_epochs",
+    "optim.grad_clip",
+    "optim.flow_head_warmup_epochs",
+    "schedule.motion_start_epoch",
+    "schedule.vc_start_epoch",
+    "schedule.occlusion_start_epoch",
+)
+# (key, minimum, what the minimum means)
+_INT_MINIMUMS = (
+    ("schedule.steps_per_epoch", 0, " (0: one pass over the content data)"),
+    ("loss.vc_max_samples", 1, ""),
+    ("data.num_workers", -1, " (0: load in the training process, -1: auto)"),
+    ("data.eval_synthetic_pairs", 0, " (0: off)"),
+    ("run.checkpoint_every", 0, " (0: no checkpoints)"),
+    ("run.keep_last", 0, " (0: keep all)"),
+    ("run.log_every", 1, ""),
+    ("run.max_nonfinite_in_row", 1, ""),
+    ("run.max_steps", 0, " (0: the whole schedule)"),
+    ("run.threads", 0, " (0: torch's default)"),
+)
+_TOO_SMALL = (
+    f"height and width must be at least {MIN_INPUT_SIZE} pixels, the model's smallest input "
+    "(its coarsest feature map has stride 32)"
+)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_non_negative(key: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{key} must be a finite number >= 0, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,14 +425,29 @@ def available_configs() -> list[str]:
 def _read_toml(path_or_name: str | Path) -> tuple[dict[str, Any], str]:
     path = Path(path_or_name)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"--config {path}: is a folder, not a TOML file")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        return tomllib.loads(path.read_text()), path.stem
+        return _parse_toml(path.read_bytes(), str(path)), path.stem
     name = str(path_or_name)
     res = resources.files("mcjepa.configs") / f"{name}.toml"
     if not res.is_file():
         raise ConfigError(f"unknown config {name!r}: not a file, and not one of {available_configs()}")
-    return tomllib.loads(res.read_text()), name
+    return _parse_toml(res.read_bytes(), name), name
+
+
+def _parse_toml(data: bytes, source: str) -> dict[str, Any]:
+    """Parse a config file's bytes; a file that is not UTF-8 TOML is a :class:`ConfigError`
+    naming the file and the problem (with its line and column when TOML gives them)."""
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"--config {source}: not a TOML file (not UTF-8 text: {exc.reason} at byte {exc.start})"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {source}: not a valid TOML file: {exc}") from None
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

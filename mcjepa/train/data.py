@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset
 
+from ..data.workers import resolve_num_workers
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo
 from .streams import ResumableStream
@@ -30,7 +31,7 @@ def _stream(cfg: TrainConfig, dataset, sampler, batch_size: int | None, stream_i
         batch_size,
         cfg.run.seed,
         stream_id,
-        num_workers=cfg.data.num_workers,
+        num_workers=resolve_num_workers(cfg.data.num_workers, default=8),
         pin_memory=torch.cuda.is_available(),
     )
 

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_finite", "init_distributed", "resolve_device"]
+from .config import ConfigError
+
+__all__ = ["DistInfo", "all_finite", "available_devices", "init_distributed", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -26,21 +28,50 @@ class DistInfo:
         return self.world_size > 1
 
 
+def available_devices() -> list[str]:
+    """The devices this process can train on: ``cpu``, then ``cuda:0`` ... and ``mps`` when present."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks ``cuda:<local_rank>`` when CUDA is available, else the CPU."""
+    """``auto`` picks ``cuda:<local_rank>`` when CUDA is available, else the CPU.
+
+    Raises:
+        ConfigError: an unknown device name, or a device this machine does not have (the message
+            lists the available ones).
+    """
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"run.device={name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    available = available_devices()
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"run.device={name!r} but CUDA is not available; use run.device=cpu or auto")
+            raise ConfigError(
+                f"run.device={name!r} but CUDA is not available on this machine; "
+                f"available devices: {', '.join(available)} (use run.device=cpu or auto)"
+            )
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
         elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.index != local_rank:
-            raise RuntimeError(
+            raise ConfigError(
                 f"run.device={name!r} under torchrun: each process must use its own GPU; "
                 f"use run.device=cuda or auto (this process is LOCAL_RANK {local_rank})"
             )
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"run.device={name!r}: no such GPU; available devices: {', '.join(available)}")
+    elif device.type == "mps" and "mps" not in available:
+        raise ConfigError(f"run.device={name!r}: MPS is not available; available devices: {', '.join(available)}")
     return device
 
 
