@@ -50,6 +50,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import tempfile
 import urllib.parse
 import urllib.request
@@ -65,7 +66,8 @@ import torch
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import hf_hub_download
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_save
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -171,15 +173,29 @@ def _offline() -> bool:
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _atomic_write_bytes(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (bytes, or a sequence of chunks) to ``path`` atomically: a temporary file in
+    the same folder, renamed over ``path``. The file gets the usual mode of a new file,
+    ``0o666 & ~umask`` (``tempfile.mkstemp`` would leave it ``0o600``)."""
+    path = Path(path)
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    # O_EXCL: never write through an existing file or link; mode 0o666 is reduced by the umask
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_safetensors(path: Path, state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """The one writer of release safetensors files: serialise ``state`` with ``metadata`` and
+    write it atomically with the usual file mode."""
+    _atomic_write_bytes(path, safetensors_save(dict(state), metadata=metadata))
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -229,23 +245,16 @@ def save_release(
         state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in getattr(model, name).state_dict().items()}
         filename = f"{name}.safetensors"
         target = out / filename
-        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=out)
-        os.close(fd)
-        try:
-            save_file(
-                state,
-                tmp,
-                metadata={
-                    "format": "pt",
-                    "mcjepa.component": name,
-                    "mcjepa.format_version": str(FORMAT_VERSION),
-                    "mcjepa.config": config_json,
-                },
-            )
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_safetensors(
+            target,
+            state,
+            {
+                "format": "pt",
+                "mcjepa.component": name,
+                "mcjepa.format_version": str(FORMAT_VERSION),
+                "mcjepa.config": config_json,
+            },
+        )
         files[name] = {"filename": filename, "sha256": sha256_file(target), "size": target.stat().st_size}
     entry: dict[str, Any] = {"format_version": FORMAT_VERSION, "name": model.config.name}
     # the named variant this architecture is, if any (pretrained=True looks releases up by it)

@@ -1,0 +1,69 @@
+"""Bad input and faults on the release side: writing, exporting and loading weights (offline, CPU).
+
+=====================================================  ===================================================
+input                                                  expected
+=====================================================  ===================================================
+save_release / mcjepa-export under umask 022 or 027    every file mode 0o666 & ~umask (not mkstemp's 0600)
+=====================================================  ===================================================
+"""
+
+import os
+import stat
+
+import pytest
+import torch
+from test_export import seeded_training_model, write_run
+
+from mcjepa import build_model
+from mcjepa.export import export_release
+from mcjepa.weights import save_release
+
+
+def seeded_micro(seed: int = 0):
+    """A micro model (encoder + flow head) with every parameter randomised."""
+    g = torch.Generator().manual_seed(seed)
+    model = build_model("micro").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.fixture(scope="module")
+def micro():
+    return seeded_micro(11)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return seeded_training_model(7)
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    return write_run(tmp_path / "run", trained, steps=(4,))
+
+
+# --------------------------------------------------------------------------- file modes
+
+
+@pytest.fixture(params=[0o022, 0o027], ids=["umask022", "umask027"])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _modes(folder):
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+
+
+def test_release_files_get_the_usual_mode(micro, run, tmp_path, umask):
+    want = 0o666 & ~umask
+    save_release(micro, tmp_path / "saved")
+    assert _modes(tmp_path / "saved") == dict.fromkeys(
+        ["encoder.safetensors", "flow_head.safetensors", "config.json", "release.json"], want
+    )
+    export_release(run, tmp_path / "exported", update_manifest=False)
+    modes = _modes(tmp_path / "exported")
+    assert "README.md" in modes and set(modes.values()) == {want}, modes
