@@ -192,14 +192,31 @@ def _atomic_write_bytes(path: Path, data: bytes | memoryview | Sequence[bytes | 
         raise
 
 
+def _safetensors_chunks(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> list[bytes | memoryview]:
+    """Serialise ``state`` as safetensors with a deterministic header.
+
+    ``safetensors`` keeps the metadata in a hash map, so its order (and the file's bytes) changes
+    from one process to the next; the header is re-emitted here with ``__metadata__`` first, its
+    keys sorted, then the tensors in file order. The data section is kept as written."""
+    raw = safetensors_save(dict(state), metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered: dict[str, Any] = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
+    ordered.update(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"], kv[0])))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
+    return [len(text).to_bytes(8, "little"), text, memoryview(raw)[8 + n :]]
+
+
 def _write_safetensors(path: Path, state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """The one writer of release safetensors files: serialise ``state`` with ``metadata`` and
-    write it atomically with the usual file mode."""
-    _atomic_write_bytes(path, safetensors_save(dict(state), metadata=metadata))
+    """The one writer of release safetensors files: serialise ``state`` with ``metadata``
+    (deterministic bytes) and write it atomically with the usual file mode."""
+    _atomic_write_bytes(path, _safetensors_chunks(state, metadata))
 
 
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 def save_release(

@@ -4,14 +4,17 @@
 input                                                  expected
 =====================================================  ===================================================
 save_release / mcjepa-export under umask 022 or 027    every file mode 0o666 & ~umask (not mkstemp's 0600)
+the same checkpoint exported three times               byte-identical files (sorted safetensors metadata)
 =====================================================  ===================================================
 """
 
+import json
 import os
 import stat
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_export import seeded_training_model, write_run
 
 from mcjepa import build_model
@@ -67,3 +70,32 @@ def test_release_files_get_the_usual_mode(micro, run, tmp_path, umask):
     export_release(run, tmp_path / "exported", update_manifest=False)
     modes = _modes(tmp_path / "exported")
     assert "README.md" in modes and set(modes.values()) == {want}, modes
+
+
+# --------------------------------------------------------------------------- reproducible bytes
+
+
+def test_exporting_the_same_checkpoint_gives_identical_bytes(run, tmp_path):
+    # safetensors orders its metadata by a per-call hash: three exports would almost surely differ
+    outs = [tmp_path / str(i) / "release" for i in range(3)]
+    for out in outs:
+        export_release(run, out, update_manifest=False)
+    names = sorted(p.name for p in outs[0].iterdir())
+    assert names == ["README.md", "config.json", "encoder.safetensors", "flow_head.safetensors", "release.json"]
+    for out in outs[1:]:
+        assert sorted(p.name for p in out.iterdir()) == names
+        for name in names:
+            assert (out / name).read_bytes() == (outs[0] / name).read_bytes(), name
+    entry = (outs[0] / "release.json").read_text()
+    assert entry == json.dumps(json.loads(entry), indent=2, sort_keys=True) + "\n"  # sorted keys
+
+
+def test_written_header_is_canonical_and_loads(micro, tmp_path):
+    save_release(micro, tmp_path)
+    raw = (tmp_path / "encoder.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    assert n % 8 == 0 and list(header)[0] == "__metadata__"
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+    state = load_file(str(tmp_path / "encoder.safetensors"))
+    assert all(torch.equal(state[k], v) for k, v in micro.encoder.state_dict().items())
