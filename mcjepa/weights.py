@@ -77,6 +77,7 @@ from .model import COMPONENTS, MCJEPA
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_FILENAME",
+    "NonFiniteWeightsError",
     "RELEASE_FILENAME",
     "CONFIG_FILENAME",
     "ResolvedRelease",
@@ -127,6 +128,10 @@ class WeightsIntegrityError(WeightsError):
 
 class WeightsMismatchError(WeightsError):
     """A state dict does not fit its module: missing or unexpected keys, or shape mismatches."""
+
+
+class NonFiniteWeightsError(WeightsError, ValueError):
+    """Weights about to be written to a release hold NaN or infinite values."""
 
 
 @dataclass
@@ -209,9 +214,34 @@ def _safetensors_chunks(state: Mapping[str, torch.Tensor], metadata: dict[str, s
     return [len(text).to_bytes(8, "little"), text, memoryview(raw)[8 + n :]]
 
 
+def _check_finite(states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Raise :class:`NonFiniteWeightsError` naming every tensor of ``states`` (``{file or
+    component: state dict}``) that holds NaN or infinite values, with the counts."""
+    bad = []
+    for where, state in states.items():
+        for key, t in state.items():
+            if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+                continue
+            finite = torch.isfinite(t)
+            if bool(finite.all()):
+                continue
+            n_nan = int(torch.isnan(t).sum())
+            n_inf = int((~finite).sum()) - n_nan
+            bad.append(f"{where}: {key} ({n_nan} NaN, {n_inf} Inf of {t.numel()} values)")
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; ... ({len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise NonFiniteWeightsError(
+            f"refusing to write a release: {len(bad)} tensor(s) hold non-finite values: {shown}. "
+            "A release must hold finite weights; the model diverged or the checkpoint is damaged. "
+            "Export an earlier checkpoint (mcjepa-export CHECKPOINT_FILE) or fix the model first. Nothing was written."
+        )
+
+
 def _write_safetensors(path: Path, state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """The one writer of release safetensors files: serialise ``state`` with ``metadata``
-    (deterministic bytes) and write it atomically with the usual file mode."""
+    """The one writer of release safetensors files: refuse non-finite tensors, serialise
+    ``state`` with ``metadata`` (deterministic bytes) and write it atomically with the usual
+    file mode."""
+    _check_finite({path.name: state})
     _atomic_write_bytes(path, _safetensors_chunks(state, metadata))
 
 
@@ -237,6 +267,9 @@ def save_release(
             ``variant`` go to the top level of the entry, the rest under ``"metadata"``.
             ``variant`` defaults to the :data:`~mcjepa.config.MODEL_VARIANTS` name whose config
             equals the model's (``None`` for a custom architecture).
+
+    Raises :class:`NonFiniteWeightsError` (naming each tensor and its NaN/Inf counts), before
+    writing anything, when a tensor to be saved is not finite.
     """
     if not isinstance(model, MCJEPA):
         raise TypeError(f"save_release expects an mcjepa.MCJEPA model, got {type(model).__name__}")
@@ -253,13 +286,17 @@ def save_release(
         json.dumps(extra)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be JSON-serialisable (str, numbers, lists, dicts): {exc}") from None
+    states = {
+        name: {k: v.detach().to("cpu", copy=True).contiguous() for k, v in getattr(model, name).state_dict().items()}
+        for name in components
+    }
+    _check_finite(states)  # every component before any file is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads(json.dumps(model.config.to_dict()))  # tuples -> lists, as read back
     config_json = json.dumps(config, sort_keys=True)
     files: dict[str, dict[str, Any]] = {}
-    for name in components:
-        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in getattr(model, name).state_dict().items()}
+    for name, state in states.items():
         filename = f"{name}.safetensors"
         target = out / filename
         _write_safetensors(

@@ -5,6 +5,9 @@ input                                                  expected
 =====================================================  ===================================================
 save_release / mcjepa-export under umask 022 or 027    every file mode 0o666 & ~umask (not mkstemp's 0600)
 the same checkpoint exported three times               byte-identical files (sorted safetensors metadata)
+save_release of a model with a NaN / +Inf / -Inf       NonFiniteWeightsError naming component, tensor and
+                                                       NaN/Inf counts; nothing written
+mcjepa-export of a checkpoint holding NaN               exit 2, the same message on stderr; no --out folder
 =====================================================  ===================================================
 """
 
@@ -18,8 +21,9 @@ from safetensors.torch import load_file
 from test_export import seeded_training_model, write_run
 
 from mcjepa import build_model
+from mcjepa.cli.export import main as export_main
 from mcjepa.export import export_release
-from mcjepa.weights import save_release
+from mcjepa.weights import NonFiniteWeightsError, save_release
 
 
 def seeded_micro(seed: int = 0):
@@ -30,6 +34,12 @@ def seeded_micro(seed: int = 0):
         for p in model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     return model
+
+
+@pytest.fixture(autouse=True)
+def _no_repository_manifest(tmp_path, monkeypatch):
+    """Whatever a test does, the repository's tracked weights_manifest.json is never written."""
+    monkeypatch.setenv("MCJEPA_MANIFEST", str(tmp_path / "test_manifest.json"))
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +109,37 @@ def test_written_header_is_canonical_and_loads(micro, tmp_path):
     assert list(header["__metadata__"]) == sorted(header["__metadata__"])
     state = load_file(str(tmp_path / "encoder.safetensors"))
     assert all(torch.equal(state[k], v) for k, v in micro.encoder.state_dict().items())
+
+
+# --------------------------------------------------------------------------- non-finite weights
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_save_release_refuses_non_finite_tensors(bad, tmp_path):
+    model = seeded_micro(3)
+    with torch.no_grad():
+        model.encoder.stem[0][0].weight.view(-1)[:2] = bad
+        model.flow_head.reducers[0].weight.view(-1)[0] = float("nan")
+    n_enc = model.encoder.stem[0][0].weight.numel()
+    with pytest.raises(NonFiniteWeightsError) as info:
+        save_release(model, tmp_path / "out")
+    msg = str(info.value)
+    counts = "2 NaN, 0 Inf" if bad != bad else "0 NaN, 2 Inf"
+    assert f"encoder: stem.0.0.weight ({counts} of {n_enc} values)" in msg
+    assert "flow_head: reducers.0.weight (1 NaN, 0 Inf" in msg and "2 tensor(s) hold non-finite values" in msg
+    assert "Nothing was written" in msg and isinstance(info.value, ValueError)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_a_checkpoint_with_nan(trained, tmp_path, capsys):
+    run = write_run(tmp_path / "run", trained, steps=(2,))
+    ckpt = run / "checkpoints" / "ckpt_000000002.pt"
+    payload = torch.load(ckpt, weights_only=True)
+    payload["model"]["flow_head.decoder.convs.0.0.weight"] = torch.full_like(
+        payload["model"]["flow_head.decoder.convs.0.0.weight"], float("nan")
+    )
+    torch.save(payload, ckpt)
+    assert export_main([str(run), "--out", str(tmp_path / "rel")]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to write a release" in err and "flow_head: decoder.convs.0.0.weight" in err, err
+    assert not (tmp_path / "rel").exists()
