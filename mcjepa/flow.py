@@ -67,6 +67,7 @@ def load(
     pretrained: bool = False,
     variant: str = "convnext_t",
     device: str | torch.device | None = None,
+    sha256: str | None = None,
 ) -> MCJEPA:
     """Return an encoder + flow head :class:`~mcjepa.model.MCJEPA` in eval mode on ``device``
     (default CPU).
@@ -74,6 +75,8 @@ def load(
     ``weights`` and ``pretrained`` follow the hub's rules (:func:`mcjepa.weights.load_model`:
     a manifest key, a local release folder or ``.safetensors`` file, ``hf://org/repo[@rev]`` or
     an https URL). With neither, the model is randomly initialised and a ``UserWarning`` says so.
+    ``sha256`` is the expected digest of a bare ``.safetensors`` file (or pass
+    ``weights="FILE#sha256=<hex>"``).
     """
     target = torch.device(device) if device is not None else torch.device("cpu")
     if weights is None and not pretrained:
@@ -82,7 +85,12 @@ def load(
     from .weights import load_model  # lazy: pulls in huggingface_hub only when weights are asked for
 
     model = load_model(
-        weights, pretrained=pretrained, variant=variant, components=("encoder", "flow_head"), map_location=target
+        weights,
+        pretrained=pretrained,
+        variant=variant,
+        components=("encoder", "flow_head"),
+        map_location=target,
+        sha256=sha256,
     )
     return model.eval()
 

@@ -34,14 +34,21 @@ so ``models`` is empty.
 - a local release folder (verified against its ``release.json``);
 - a local ``.safetensors`` file: one component (named by its metadata, its file name or its
   keys; verified against a sibling ``release.json`` when that lists it), or a whole-model file
-  with ``encoder.``/``flow_head.``/``expander.`` prefixed keys;
+  with ``encoder.``/``flow_head.``/``expander.`` prefixed keys; ``FILE#sha256=<hex>`` (or
+  ``sha256=``) gives the digest it must have;
 - ``hf://org/repo`` or ``hf://org/repo@revision``: ``release.json`` then each file through
   ``hf_hub_download``; the manifest entry is used instead when it lists that repo;
 - ``https://.../release_base`` or ``https://.../file.safetensors``: downloaded with a progress
   bar into ``$MCJEPA_CACHE`` (default ``~/.cache/mcjepa``); ``file://`` URLs are read in place.
 
-Every file is checked against its expected size and sha256 before it is read whenever they are
-known. Only safetensors files are ever read; pickles (``.pt``, ``.pth``, ``.bin``, ...) are refused.
+What is verified (size and sha256, before a file is read): manifest keys and ``hf://`` releases
+always (against the manifest entry or the release's ``release.json``); release folders and
+release URLs against their ``release.json``; a ``.safetensors`` file inside a release folder
+against that folder's ``release.json``. A bare ``.safetensors`` file (local, ``file://`` or
+``https://``) only when its hash is given, as ``weights="FILE#sha256=<hex>"`` or ``sha256=``; a
+wrong hash is a :class:`WeightsIntegrityError`. Without one the file is still loaded, with an
+:class:`UnverifiedWeightsWarning` saying it was NOT verified. Only safetensors files are ever
+read; pickles (``.pt``, ``.pth``, ``.bin``, ...) are refused.
 """
 
 from __future__ import annotations
@@ -51,9 +58,11 @@ import json
 import os
 import re
 import secrets
+import sys
 import tempfile
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -81,6 +90,7 @@ __all__ = [
     "RELEASE_FILENAME",
     "CONFIG_FILENAME",
     "ResolvedRelease",
+    "UnverifiedWeightsWarning",
     "WeightsError",
     "WeightsIntegrityError",
     "WeightsMismatchError",
@@ -108,6 +118,16 @@ _KEY_SIGNATURES = {
     "expander": {"layers"},
 }
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_FRAGMENT = "#sha256="
+_REDO = (
+    "Delete it and download it again (for the Hugging Face cache: `hf cache rm model/ORG/REPO`), "
+    "or re-create the release with mcjepa.weights.save_release."
+)
+_REDO_GIVEN = (
+    "Check the sha256 you passed (weights='FILE#sha256=<hex>' or sha256=) against where the file came from, "
+    "or get the file again."
+)
 _WHAT_TO_DO = (
     "Pass weights= a local release folder written by mcjepa.weights.save_release, a .safetensors file, "
     "hf://org/repo[@revision] or an https:// URL of a release."
@@ -132,6 +152,10 @@ class WeightsMismatchError(WeightsError):
 
 class NonFiniteWeightsError(WeightsError, ValueError):
     """Weights about to be written to a release hold NaN or infinite values."""
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """A bare ``.safetensors`` file is loaded with no sha256 to check it against."""
 
 
 @dataclass
@@ -444,8 +468,10 @@ def _read_json(path: Path, what: str) -> Any:
         raise WeightsIntegrityError(f"{what} ({path}) is not readable JSON: {exc}") from None
 
 
-def _resolve_local(path: Path, components: Sequence[str] | None) -> ResolvedRelease:
+def _resolve_local(path: Path, components: Sequence[str] | None, sha256: str | None = None) -> ResolvedRelease:
     if path.is_dir():
+        if sha256 is not None:
+            raise _hash_of_a_release(str(path), f"release folder, checked against its {RELEASE_FILENAME}")
         release_json = path / RELEASE_FILENAME
         if not release_json.is_file():
             found = sorted(p.name for p in path.glob("*.safetensors"))
@@ -462,11 +488,47 @@ def _resolve_local(path: Path, components: Sequence[str] | None) -> ResolvedRele
     _refuse_pickle(path.name)
     if path.suffix != ".safetensors":
         raise WeightsIntegrityError(f"{path}: expected a .safetensors file or a release folder")
-    return _resolve_single_file(path)
+    return _resolve_single_file(path, sha256)
 
 
-def _resolve_single_file(path: Path, expected: str | None = None, size: int | None = None) -> ResolvedRelease:
-    """One safetensors file: a component (named by metadata, file name or keys) or a whole model."""
+def _hash_of_a_release(weights: str, what: str) -> ValueError:
+    return ValueError(
+        f"sha256= (or '#sha256=') checks one bare .safetensors file, but {weights!r} is a {what}. "
+        "Drop the sha256, or point weights= at the .safetensors file itself."
+    )
+
+
+def _split_sha256(weights: str, sha256: str | None) -> tuple[str, str | None]:
+    """Split ``FILE#sha256=<hex>`` and reconcile it with the ``sha256=`` argument."""
+    given = None if sha256 is None else str(sha256).strip().lower()
+    if _SHA256_FRAGMENT in weights:
+        weights, _, fragment = weights.rpartition(_SHA256_FRAGMENT)
+        fragment = fragment.strip().lower()
+        if given is not None and given != fragment:
+            raise ValueError(f"two different sha256 given: {fragment!r} after '#sha256=' and sha256={given!r}")
+        given = fragment
+    if given is not None and not _SHA256_HEX.match(given):
+        raise ValueError(f"a sha256 must be 64 hex digits (what `sha256sum FILE` prints), got {given!r}")
+    return weights, given
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning issued by our caller at the first frame outside mcjepa."""
+    package = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(2), 2
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _resolve_single_file(
+    path: Path, expected: str | None = None, size: int | None = None, source: str | None = None
+) -> ResolvedRelease:
+    """One safetensors file: a component (named by metadata, file name or keys) or a whole model.
+
+    Checked against ``expected`` when given, else against a sibling ``release.json`` that lists
+    it; otherwise it is read unverified and an :class:`UnverifiedWeightsWarning` says so."""
+    source = source or str(path)
     sibling = path.parent / RELEASE_FILENAME
     entry: dict[str, Any] | None = None
     if expected is None and sibling.is_file():
@@ -485,7 +547,8 @@ def _resolve_single_file(path: Path, expected: str | None = None, size: int | No
                 )
     if not path.is_file():
         raise WeightsUnavailableError(f"{path} does not exist")
-    _verify_file(path, expected, size, "weights file")  # header check before we read its keys
+    # header check before we read its keys
+    _verify_file(path, expected, size, "weights file", _REDO if expected is None else _REDO_GIVEN)
     with safe_open(str(path), framework="pt") as fh:
         keys = list(fh.keys())
         meta = fh.metadata() or {}
@@ -514,12 +577,21 @@ def _resolve_single_file(path: Path, expected: str | None = None, size: int | No
         if comp not in COMPONENTS:
             raise WeightsIntegrityError(f"{path}: unknown component {comp!r}; expected one of {list(COMPONENTS)}")
         comps = [comp]
+    if expected is None:
+        warnings.warn(
+            f"{source} was NOT verified: a bare .safetensors file has no {RELEASE_FILENAME} listing its sha256, "
+            "so a corrupted or swapped file would go unnoticed. To check it, pass "
+            f"weights='{source}#sha256=<hex>' or sha256='<hex>' (`sha256sum {path}` prints the hex), "
+            "or load the release folder it came from.",
+            UnverifiedWeightsWarning,
+            stacklevel=_user_stacklevel(),
+        )
     return ResolvedRelease(
         config=config,
         files={c: path for c in comps},
         expected={c: expected for c in comps},
         sizes={c: size for c in comps},
-        source=str(path),
+        source=source,
         prefixes=prefixes,
     )
 
@@ -658,7 +730,7 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
         Path(tmp).unlink(missing_ok=True)
 
 
-def _resolve_url(url: str, components: Sequence[str] | None) -> ResolvedRelease:
+def _resolve_url(url: str, components: Sequence[str] | None, sha256: str | None = None) -> ResolvedRelease:
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":
         local = Path(urllib.request.url2pathname(parsed.path))
@@ -666,11 +738,13 @@ def _resolve_url(url: str, components: Sequence[str] | None) -> ResolvedRelease:
             raise ValueError(f"{url!r}: only local file:// URLs are supported")
         if not local.exists():
             raise WeightsUnavailableError(f"{url} does not exist. {_WHAT_TO_DO}")
-        return _resolve_local(local, components)
+        return _resolve_local(local, components, sha256)
     _refuse_pickle(parsed.path)
     if parsed.path.endswith(".safetensors"):
-        return _resolve_single_file(_download(url))
+        return _resolve_single_file(_download(url, sha256), sha256, source=url)
     base = url.rstrip("/")
+    if sha256 is not None:
+        raise _hash_of_a_release(url, f"release URL, checked against its {RELEASE_FILENAME}")
     release_json = _download(f"{base}/{RELEASE_FILENAME}", refresh=True)
     entry = _read_json(release_json, f"{RELEASE_FILENAME} of {base}")
     entry = _check_entry(entry, f"{base}/{RELEASE_FILENAME}")
@@ -682,27 +756,36 @@ def _resolve_url(url: str, components: Sequence[str] | None) -> ResolvedRelease:
     return _release_from_entry(entry, f"{base}/{RELEASE_FILENAME}", locate, base, components)
 
 
-def resolve(weights: str | os.PathLike, components: Sequence[str] | None = None) -> ResolvedRelease:
+def resolve(
+    weights: str | os.PathLike, components: Sequence[str] | None = None, *, sha256: str | None = None
+) -> ResolvedRelease:
     """Find (downloading if needed) the files of ``weights`` and return them with their expected
     digests, without reading them. See the module docstring for the accepted forms.
 
-    ``components`` limits which files are fetched (``None``: all the release lists).
+    ``components`` limits which files are fetched (``None``: all the release lists). ``sha256``
+    (or a ``#sha256=<hex>`` suffix of ``weights``) is the expected digest of a bare
+    ``.safetensors`` file; releases carry their own.
     """
     if isinstance(weights, os.PathLike):
         weights = os.fspath(weights)
     if not isinstance(weights, str) or not weights:
         raise TypeError(f"weights must be a non-empty str or path, got {weights!r}")
+    weights, sha256 = _split_sha256(weights, sha256)
     if weights.startswith("hf://"):
+        if sha256 is not None:
+            raise _hash_of_a_release(weights, f"Hugging Face release, checked against its {RELEASE_FILENAME}")
         return _resolve_hf(weights, components)
     if re.match(r"^(https?|file)://", weights):
-        return _resolve_url(weights, components)
+        return _resolve_url(weights, components, sha256)
     path = Path(weights).expanduser()
     if weights.lower().endswith(PICKLE_SUFFIXES):
         _refuse_pickle(weights)
     if path.exists():
-        return _resolve_local(path, components)
+        return _resolve_local(path, components, sha256)
     manifest = _try_manifest()
     if weights in manifest["models"]:
+        if sha256 is not None:
+            raise _hash_of_a_release(weights, f"key of {MANIFEST_FILENAME}, checked against its entry")
         return _resolve_manifest_entry(weights, manifest["models"][weights], components)
     known = sorted(manifest["models"]) or "none are published yet"
     raise WeightsUnavailableError(
@@ -714,33 +797,31 @@ def resolve(weights: str | os.PathLike, components: Sequence[str] | None = None)
 # --------------------------------------------------------------------------- verifying, loading
 
 
-def _verify_file(path: Path, expected: str | None, size: int | None, component: str) -> None:
-    """Check size, then sha256 (when known), then the safetensors header; raise on any mismatch."""
+def _verify_file(path: Path, expected: str | None, size: int | None, what: str, redo: str = _REDO) -> None:
+    """Check size, then sha256 (when known), then the safetensors header; raise on any mismatch.
+
+    ``what`` names the file in messages (``"encoder weights file"``); ``redo`` says what to do."""
     if not path.is_file():
-        raise WeightsUnavailableError(f"{component} weights file {path} does not exist")
+        raise WeightsUnavailableError(f"{what} {path} does not exist")
     actual_size = path.stat().st_size
-    redo = (
-        "Delete it and download it again (for the Hugging Face cache: `hf cache rm model/ORG/REPO`), "
-        "or re-create the release with mcjepa.weights.save_release."
-    )
     if size is not None and actual_size != size:
         raise WeightsIntegrityError(
-            f"{component} weights file {path} is {actual_size} bytes, expected {size} bytes "
+            f"{what} {path} is {actual_size} bytes, expected {size} bytes "
             f"({'truncated' if actual_size < size else 'too long'}). {redo}"
         )
     if expected is not None:
         actual = sha256_file(path)
         if actual != expected.lower():
             raise WeightsIntegrityError(
-                f"{component} weights file {path} has sha256 {actual}, expected {expected}: "
-                f"the file is corrupted or is not the release's file. {redo}"
+                f"{what} {path} has sha256 {actual}, expected {expected}: "
+                f"the file is corrupted or is not the expected file. {redo}"
             )
     try:
         with safe_open(str(path), framework="pt") as fh:
             fh.keys()
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsIntegrityError(
-            f"{component} weights file {path} is not a valid safetensors file (truncated or corrupted: {exc}). {redo}"
+            f"{what} {path} is not a valid safetensors file (truncated or corrupted: {exc}). {redo}"
         ) from None
 
 
@@ -751,7 +832,7 @@ def read_component(release: ResolvedRelease, component: str, device: str | torch
             f"the release {release.source} has no {component!r} component; it holds {sorted(release.files)}"
         )
     path = release.files[component]
-    _verify_file(path, release.expected.get(component), release.sizes.get(component), component)
+    _verify_file(path, release.expected.get(component), release.sizes.get(component), f"{component} weights file")
     state = load_file(str(path), device=str(device))
     prefix = release.prefixes.get(component)
     if prefix:
@@ -808,6 +889,7 @@ def load_model(
     variant: str = "convnext_t",
     components: Sequence[str] = ("encoder", "flow_head"),
     map_location: str | torch.device = "cpu",
+    sha256: str | None = None,
 ) -> MCJEPA:
     """Return an :class:`MCJEPA` in eval mode holding ``components``, with weights when asked.
 
@@ -821,6 +903,10 @@ def load_model(
         components: which components to build and load (``"encoder"``, ``"flow_head"``,
             ``"expander"``); must include the encoder.
         map_location: the device the returned model lives on.
+        sha256: the expected sha256 (hex) of a bare ``.safetensors`` file given as ``weights``
+            (same as ``weights="FILE#sha256=<hex>"``). Without it such a file is read unverified,
+            with an :class:`UnverifiedWeightsWarning`; releases are always checked against their
+            own ``release.json`` or manifest entry.
     """
     components = tuple(components)
     bad = [c for c in components if c not in COMPONENTS]
@@ -840,7 +926,7 @@ def load_model(
         cfg = model_config(variant)
         model = MCJEPA(cfg, flow_head="flow_head" in components, expander="expander" in components)
         return model.to(map_location).eval()
-    release = resolve(weights, components=components)
+    release = resolve(weights, components=components, sha256=sha256)
     lacking = [c for c in components if c not in release.files]
     if lacking:
         raise WeightsUnavailableError(

@@ -8,12 +8,23 @@ the same checkpoint exported three times               byte-identical files (sor
 save_release of a model with a NaN / +Inf / -Inf       NonFiniteWeightsError naming component, tensor and
                                                        NaN/Inf counts; nothing written
 mcjepa-export of a checkpoint holding NaN               exit 2, the same message on stderr; no --out folder
+bare .safetensors, no hash, one byte flipped           loads, with UnverifiedWeightsWarning "was NOT verified"
+bare file + right hash (FILE#sha256=, file://...#sha256=,  loads, no warning
+  sha256= keyword, torch.hub weights=/sha256=)
+bare file + hash of the unflipped file                 WeightsIntegrityError: "has sha256 <actual>, expected
+                                                       <given>"
+sha256 not 64 hex / two different sha256 given         ValueError ("64 hex digits" / "two different sha256")
+sha256 with a release folder / hf:// / manifest key    ValueError: it checks one bare .safetensors file
 =====================================================  ===================================================
 """
 
+import hashlib
 import json
 import os
+import shutil
 import stat
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +34,15 @@ from test_export import seeded_training_model, write_run
 from mcjepa import build_model
 from mcjepa.cli.export import main as export_main
 from mcjepa.export import export_release
-from mcjepa.weights import NonFiniteWeightsError, save_release
+from mcjepa.weights import (
+    NonFiniteWeightsError,
+    UnverifiedWeightsWarning,
+    WeightsIntegrityError,
+    load_model,
+    save_release,
+)
+
+REPO_DIR = str(Path(__file__).resolve().parents[1])
 
 
 def seeded_micro(seed: int = 0):
@@ -143,3 +162,90 @@ def test_export_refuses_a_checkpoint_with_nan(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "refusing to write a release" in err and "flow_head: decoder.convs.0.0.weight" in err, err
     assert not (tmp_path / "rel").exists()
+
+
+# --------------------------------------------------------------------------- bare files and sha256
+
+
+@pytest.fixture(scope="module")
+def bare(micro, tmp_path_factory):
+    """A bare encoder file (no release.json beside it), its sha256, and a copy with one byte flipped."""
+    folder = tmp_path_factory.mktemp("bare")
+    save_release(micro, folder / "release", components=["encoder"])
+    good = folder / "encoder.safetensors"
+    shutil.copy(folder / "release" / "encoder.safetensors", good)
+    flipped = folder / "flipped" / "encoder.safetensors"
+    flipped.parent.mkdir()
+    data = bytearray(good.read_bytes())
+    data[-1] ^= 0x01  # in the data section: the header still parses
+    flipped.write_bytes(bytes(data))
+    return good, hashlib.sha256(good.read_bytes()).hexdigest(), flipped
+
+
+def test_bare_file_without_hash_loads_but_warns(bare):
+    _, _, flipped = bare
+    with pytest.warns(UnverifiedWeightsWarning) as record:
+        model = load_model(flipped, components=("encoder",))
+    assert model.flow_head is None
+    msg = str(record[0].message)
+    assert f"{flipped} was NOT verified" in msg and "#sha256=<hex>" in msg and "sha256=" in msg
+    assert record[0].filename == __file__  # points at the caller, not at mcjepa's internals
+
+
+@pytest.mark.parametrize("form", ["suffix", "file_url", "keyword", "hub"])
+def test_bare_file_with_the_right_hash_loads_silently(bare, micro, form):
+    good, digest, _ = bare
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if form == "suffix":
+            encoder = load_model(f"{good}#sha256={digest}", components=("encoder",)).encoder
+        elif form == "file_url":
+            encoder = load_model(f"{good.as_uri()}#sha256={digest.upper()}", components=("encoder",)).encoder
+        elif form == "keyword":
+            encoder = load_model(good, components=("encoder",), sha256=digest).encoder
+        else:
+            encoder = torch.hub.load(REPO_DIR, "mcjepa_convnext_t", source="local", weights=good, sha256=digest)
+    for a, b in zip(encoder.state_dict().values(), micro.encoder.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("form", ["suffix", "keyword"])
+def test_bare_file_with_a_wrong_hash_is_refused(bare, form):
+    _, digest, flipped = bare
+    actual = hashlib.sha256(flipped.read_bytes()).hexdigest()
+    spec, kw = (f"{flipped}#sha256={digest}", {}) if form == "suffix" else (flipped, {"sha256": digest})
+    with pytest.raises(WeightsIntegrityError) as info:
+        load_model(spec, components=("encoder",), **kw)
+    msg = str(info.value)
+    assert f"weights file {flipped} has sha256 {actual}, expected {digest}" in msg
+    assert "weights file weights file" not in msg and "Check the sha256 you passed" in msg
+
+
+@pytest.mark.parametrize(
+    ("suffix", "kw", "match"),
+    [
+        ("#sha256=abc", {}, "64 hex digits"),
+        ("", {"sha256": "z" * 64}, "64 hex digits"),
+        ("#sha256=" + "a" * 64, {"sha256": "b" * 64}, "two different sha256"),
+    ],
+    ids=["short", "not-hex", "conflicting"],
+)
+def test_malformed_hash_is_refused(bare, suffix, kw, match):
+    with pytest.raises(ValueError, match=match):
+        load_model(f"{bare[0]}{suffix}", components=("encoder",), **kw)
+
+
+@pytest.mark.parametrize("kind", ["folder", "hf", "manifest key"])
+def test_hash_with_a_release_is_refused(bare, micro, kind, tmp_path, monkeypatch):
+    digest = bare[1]
+    if kind == "folder":
+        spec = str(bare[0].parent / "release")
+    elif kind == "hf":
+        spec = "hf://org/repo"
+    else:
+        manifest = tmp_path / "m.json"
+        manifest.write_text(json.dumps({"format_version": 1, "models": {"k": {"files": {}}}}))
+        monkeypatch.setenv("MCJEPA_MANIFEST", str(manifest))
+        spec = "k"
+    with pytest.raises(ValueError, match="checks one bare .safetensors file"):
+        load_model(spec, sha256=digest)

@@ -160,6 +160,7 @@ def test_load_with_weights_delegates_to_weights_module(monkeypatch):
         "variant": "micro",
         "components": ("encoder", "flow_head"),
         "map_location": torch.device("cpu"),
+        "sha256": None,
     }
 
 
