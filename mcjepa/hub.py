@@ -29,6 +29,7 @@ def mcjepa_convnext_t(
     Args:
         pretrained (bool): load the published release of this model from the weights manifest.
             No weights are published yet, so ``True`` raises an error saying what to do instead.
+            Not together with ``weights`` (that is an error, never a silent choice).
         weights (str or Path, optional): weights to load instead: a manifest key, a local release
             folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an ``https://`` /
             ``file://`` URL. A release's own config.json sets the architecture.
@@ -62,6 +63,7 @@ def mcjepa_convnext_t_flow(pretrained: bool = False, weights: str | os.PathLike 
     Args:
         pretrained (bool): load the published release of this model from the weights manifest.
             No weights are published yet, so ``True`` raises an error saying what to do instead.
+            Not together with ``weights`` (that is an error, never a silent choice).
         weights (str or Path, optional): weights to load instead: a manifest key, a local release
             folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an ``https://`` /
             ``file://`` URL. The release must hold the encoder and the flow head.

@@ -897,7 +897,8 @@ def load_model(
         weights: where the weights are (module docstring lists the forms); ``None``: none.
         pretrained: with ``weights=None``, load the published release of ``variant`` from
             ``weights_manifest.json`` (none is published yet: this raises
-            :class:`WeightsUnavailableError` saying what to do instead).
+            :class:`WeightsUnavailableError` saying what to do instead). Together with
+            ``weights`` it is a ``ValueError``.
         variant: the architecture when the release records none (a bare ``.safetensors`` file
             without metadata) and when no weights are loaded; a release's own config wins.
         components: which components to build and load (``"encoder"``, ``"flow_head"``,
@@ -912,6 +913,12 @@ def load_model(
     bad = [c for c in components if c not in COMPONENTS]
     if bad or "encoder" not in components:
         raise ValueError(f"components must include 'encoder' and come from {list(COMPONENTS)}, got {components}")
+    if weights is not None and pretrained:
+        raise ValueError(
+            f"pretrained=True and weights={os.fspath(weights)!r} both name weights to load: pass one of them. "
+            "weights= loads exactly that release or file; pretrained=True (with weights=None) loads the "
+            f"published release of variant={variant!r} from {MANIFEST_FILENAME}."
+        )
     if weights is None and pretrained:
         key = _published_entry_for(variant)
         if key is None:

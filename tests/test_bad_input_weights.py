@@ -15,6 +15,8 @@ bare file + hash of the unflipped file                 WeightsIntegrityError: "h
                                                        <given>"
 sha256 not 64 hex / two different sha256 given         ValueError ("64 hex digits" / "two different sha256")
 sha256 with a release folder / hf:// / manifest key    ValueError: it checks one bare .safetensors file
+weights=... with pretrained=True (load_model, both hub  ValueError "both name weights to load: pass one";
+  entry points, flow.load, mcjepa-flow)                 mcjepa-flow exits 2 with it
 =====================================================  ===================================================
 """
 
@@ -31,8 +33,9 @@ import torch
 from safetensors.torch import load_file
 from test_export import seeded_training_model, write_run
 
-from mcjepa import build_model
+from mcjepa import build_model, flow
 from mcjepa.cli.export import main as export_main
+from mcjepa.cli.flow import main as flow_main
 from mcjepa.export import export_release
 from mcjepa.weights import (
     NonFiniteWeightsError,
@@ -249,3 +252,23 @@ def test_hash_with_a_release_is_refused(bare, micro, kind, tmp_path, monkeypatch
         spec = "k"
     with pytest.raises(ValueError, match="checks one bare .safetensors file"):
         load_model(spec, sha256=digest)
+
+
+# --------------------------------------------------------------------------- weights= with pretrained=True
+
+
+@pytest.mark.parametrize("entry", ["load_model", "mcjepa_convnext_t", "mcjepa_convnext_t_flow", "flow.load"])
+def test_weights_and_pretrained_together_are_refused(bare, entry):
+    folder = str(bare[0].parent / "release")  # a real release: today pretrained=True is silently ignored
+    with pytest.raises(ValueError, match=r"pretrained=True and weights=.* both name weights to load: pass one"):
+        if entry == "load_model":
+            load_model(folder, pretrained=True, components=("encoder",))
+        elif entry == "flow.load":
+            flow.load(folder, pretrained=True)
+        else:
+            torch.hub.load(REPO_DIR, entry, source="local", weights=folder, pretrained=True)
+
+
+def test_mcjepa_flow_with_weights_and_pretrained(bare, capsys):
+    assert flow_main(["--weights", str(bare[0].parent / "release"), "--pretrained", "--device", "cpu"]) == 2
+    assert "both name weights to load" in capsys.readouterr().err
