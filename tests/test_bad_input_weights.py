@@ -15,11 +15,14 @@ bare file + hash of the unflipped file                 WeightsIntegrityError: "h
                                                        <given>"
 sha256 not 64 hex / two different sha256 given         ValueError ("64 hex digits" / "two different sha256")
 sha256 with a release folder / hf:// / manifest key    ValueError: it checks one bare .safetensors file
+mcjepa-flow / mcjepa-eval --weights BARE_FILE (they    UnverifiedWeightsWarning still shown
+  hide the untrained-model UserWarning)
 weights=... with pretrained=True (load_model, both hub  ValueError "both name weights to load: pass one";
   entry points, flow.load, mcjepa-flow)                 mcjepa-flow exits 2 with it
 =====================================================  ===================================================
 """
 
+import argparse
 import hashlib
 import json
 import os
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from test_export import seeded_training_model, write_run
 
 from mcjepa import build_model, flow
@@ -272,3 +275,18 @@ def test_weights_and_pretrained_together_are_refused(bare, entry):
 def test_mcjepa_flow_with_weights_and_pretrained(bare, capsys):
     assert flow_main(["--weights", str(bare[0].parent / "release"), "--pretrained", "--device", "cpu"]) == 2
     assert "both name weights to load" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cli", ["mcjepa-flow", "mcjepa-eval"])
+def test_clis_show_the_unverified_warning(micro, tmp_path, cli):
+    whole = tmp_path / "flow_model.safetensors"  # a whole-model file (prefixed keys), no release.json beside it
+    save_file({k: v.contiguous() for k, v in micro.state_dict().items()}, str(whole))
+    with pytest.warns(UnverifiedWeightsWarning, match="was NOT verified"):
+        if cli == "mcjepa-flow":
+            argv = ["--weights", str(whole), "--variant", "micro", "--device", "cpu", "-o", str(tmp_path / "f.png")]
+            assert flow_main(argv) == 0
+        else:
+            from mcjepa.cli.eval import _load
+
+            args = argparse.Namespace(weights=str(whole), variant="micro", pretrained=False)
+            assert _load(args, ("encoder", "flow_head"), torch.device("cpu")).flow_head is not None
