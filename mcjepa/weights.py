@@ -41,6 +41,10 @@ so ``models`` is empty.
 - ``https://.../release_base`` or ``https://.../file.safetensors``: downloaded with a progress
   bar into ``$MCJEPA_CACHE`` (default ``~/.cache/mcjepa``); ``file://`` URLs are read in place.
 
+Offline: ``MCJEPA_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` keeps every source to local files and
+caches; a source that is not cached fails at once with a :class:`WeightsUnavailableError` saying
+offline mode is on and how to pass a local file instead.
+
 What is verified (size and sha256, before a file is read): manifest keys and ``hf://`` releases
 always (against the manifest entry or the release's ``release.json``); release folders and
 release URLs against their ``release.json``; a ``.safetensors`` file inside a release folder
@@ -73,7 +77,7 @@ import huggingface_hub
 import requests
 import torch
 from huggingface_hub import errors as hf_errors
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
@@ -194,9 +198,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MCJEPA_CACHE") or Path.home() / ".cache" / "mcjepa").expanduser()
 
 
-def _offline() -> bool:
-    flag = os.environ.get("MCJEPA_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    return flag or huggingface_hub.constants.is_offline_mode()
+def _offline_flags() -> list[str]:
+    """The offline switches that are on: ``MCJEPA_OFFLINE`` and ``HF_HUB_OFFLINE`` (read from the
+    environment now, or huggingface_hub's setting from import time). Either one keeps every source
+    (``hf://``, manifest keys, ``https://``) to local files and caches: no network request at all."""
+    on = [name for name in ("MCJEPA_OFFLINE", "HF_HUB_OFFLINE") if _truthy(os.environ.get(name))]
+    if "HF_HUB_OFFLINE" not in on and huggingface_hub.constants.is_offline_mode():
+        on.append("HF_HUB_OFFLINE")
+    return on
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _offline_is_on(flags: Sequence[str]) -> str:
+    return f"offline mode is on ({' and '.join(f'{f} is set' for f in flags)})"
 
 
 # --------------------------------------------------------------------------- writing
@@ -606,20 +623,28 @@ def _parse_hf(spec: str) -> tuple[str, str | None]:
 
 def _hf_download(repo_id: str, filename: str, revision: str | None) -> Path:
     rev = f"@{revision}" if revision else ""
+    flags = _offline_flags()
+    if flags:
+        # a pure cache lookup: hf_hub_download, even with local_files_only, may contact the Hub
+        # (its user-agent code fetches a registry) unless huggingface_hub itself was imported offline
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+        if isinstance(found, str):
+            return Path(found)
+        get = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "") + " --local-dir DIR"
+        raise WeightsUnavailableError(
+            f"cannot get {filename} of hf://{repo_id}{rev}: {_offline_is_on(flags)} and it is not in the "
+            f"Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE}). Unset {' and '.join(flags)} to "
+            "download it, or pass weights= a local release folder or .safetensors file (on a connected machine "
+            f"`{get}`, copy DIR here and pass weights='DIR')."
+        ) from None
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as exc:
-        offline = huggingface_hub.constants.is_offline_mode()
+        cache = huggingface_hub.constants.HF_HUB_CACHE
         raise WeightsUnavailableError(
-            f"cannot get {filename} of hf://{repo_id}{rev}: "
-            + (
-                "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"
-                if offline
-                else "it is not in the Hugging Face cache and the Hub could not be reached"
-            )
-            + f" (cache: {huggingface_hub.constants.HF_HUB_CACHE}). "
-            + ("Unset HF_HUB_OFFLINE to download it, " if offline else "Connect to the internet, ")
-            + f"or pass weights= a local release folder or .safetensors file. ({type(exc).__name__})"
+            f"cannot get {filename} of hf://{repo_id}{rev}: it is not in the Hugging Face cache and the Hub "
+            f"could not be reached (cache: {cache}). Connect to the internet, or pass weights= a local release "
+            f"folder or .safetensors file. ({type(exc).__name__})"
         ) from None
     except hf_errors.RepositoryNotFoundError:
         raise WeightsUnavailableError(
@@ -689,12 +714,14 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
     if target.is_file() and not refresh:
         if expected is None or sha256_file(target) == expected:
             return target
-    if _offline():
+    flags = _offline_flags()
+    if flags:
         if target.is_file():
             return target
         raise WeightsUnavailableError(
-            f"cannot download {url}: offline mode is on (HF_HUB_OFFLINE / MCJEPA_OFFLINE) and it is not cached "
-            f"in {target.parent}. Unset the offline flag, or pass weights= a local release folder or .safetensors file."
+            f"cannot download {url}: {_offline_is_on(flags)} and it is not cached in {target.parent}. "
+            f"Unset {' and '.join(flags)} to download it, or download it on a connected machine, copy it here and "
+            "pass weights= the local release folder or .safetensors file (FILE#sha256=<hex> to check a bare file)."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)

@@ -17,6 +17,10 @@ sha256 not 64 hex / two different sha256 given         ValueError ("64 hex digit
 sha256 with a release folder / hf:// / manifest key    ValueError: it checks one bare .safetensors file
 mcjepa-flow / mcjepa-eval --weights BARE_FILE (they    UnverifiedWeightsWarning still shown
   hide the untrained-model UserWarning)
+MCJEPA_OFFLINE=1 or HF_HUB_OFFLINE=1 (set at run time)  WeightsUnavailableError within 5 s, no request made:
+  with hf://org/repo[@rev], a published manifest key,   "offline mode is on (<VAR> is set)", how to pass a
+  https://.../release, https://.../file.safetensors      local folder or .safetensors file
+MCJEPA_OFFLINE=1 with the release in the HF cache       loads from the cache, no request made
 weights=... with pretrained=True (load_model, both hub  ValueError "both name weights to load: pass one";
   entry points, flow.load, mcjepa-flow)                 mcjepa-flow exits 2 with it
 =====================================================  ===================================================
@@ -28,11 +32,16 @@ import json
 import os
 import shutil
 import stat
+import time
 import warnings
 from pathlib import Path
 
+import httpx2
+import huggingface_hub
 import pytest
+import requests
 import torch
+from huggingface_hub.utils._http import default_client_factory
 from safetensors.torch import load_file, save_file
 from test_export import seeded_training_model, write_run
 
@@ -44,6 +53,7 @@ from mcjepa.weights import (
     NonFiniteWeightsError,
     UnverifiedWeightsWarning,
     WeightsIntegrityError,
+    WeightsUnavailableError,
     load_model,
     save_release,
 )
@@ -70,6 +80,12 @@ def _no_repository_manifest(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def micro():
     return seeded_micro(11)
+
+
+@pytest.fixture(scope="module")
+def release_entry(micro, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("entry")
+    return folder, save_release(micro, folder)
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +306,74 @@ def test_clis_show_the_unverified_warning(micro, tmp_path, cli):
 
             args = argparse.Namespace(weights=str(whole), variant="micro", pretrained=False)
             assert _load(args, ("encoder", "flow_head"), torch.device("cpu")).flow_head is not None
+
+
+# --------------------------------------------------------------------------- one offline switch
+
+
+@pytest.fixture
+def no_network(tmp_path, monkeypatch):
+    """Empty caches; every HTTP request (huggingface_hub's httpx client, requests) is recorded and fails."""
+    calls = []
+
+    def hub_transport(request):
+        calls.append(str(request.url))
+        raise httpx2.ConnectError("the test allows no network", request=request)
+
+    def requests_get(url, *args, **kwargs):
+        calls.append(url)
+        raise requests.ConnectionError("the test allows no network")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # as imported without the variable
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("MCJEPA_OFFLINE", raising=False)
+    monkeypatch.setenv("MCJEPA_CACHE", str(tmp_path / "mcjepa-cache"))
+    monkeypatch.setattr(requests, "get", requests_get)
+    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub_transport)))
+    yield calls
+    huggingface_hub.set_client_factory(default_client_factory)
+
+
+@pytest.mark.parametrize("variable", ["MCJEPA_OFFLINE", "HF_HUB_OFFLINE"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "hf://org/repo",
+        "hf://org/repo@main",
+        "manifest key",
+        "https://example.com/release",
+        "https://example.com/e.safetensors",
+    ],
+)
+def test_offline_switch_fails_at_once_for_every_source(
+    no_network, variable, source, release_entry, tmp_path, monkeypatch
+):
+    if source == "manifest key":
+        published = dict(release_entry[1], repo_id="org/published", revision="0" * 40, status="published")
+        manifest = tmp_path / "m.json"
+        manifest.write_text(json.dumps({"format_version": 1, "models": {"published-key": published}}))
+        monkeypatch.setenv("MCJEPA_MANIFEST", str(manifest))
+        source = "published-key"
+    monkeypatch.setenv(variable, "1")
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as info:
+        load_model(source)
+    assert time.monotonic() - start < 5
+    msg = str(info.value)
+    assert f"offline mode is on ({variable} is set)" in msg, msg
+    assert f"Unset {variable}" in msg and "pass weights= " in msg and ".safetensors file" in msg
+    assert no_network == []
+
+
+def test_offline_switch_still_loads_from_the_cache(no_network, release_entry, micro, tmp_path, monkeypatch):
+    sha = "1" * 40
+    snapshot = tmp_path / "hf" / "models--org--cached" / "snapshots" / sha
+    shutil.copytree(release_entry[0], snapshot)
+    (tmp_path / "hf" / "models--org--cached" / "refs").mkdir()
+    (tmp_path / "hf" / "models--org--cached" / "refs" / "main").write_text(sha)
+    monkeypatch.setenv("MCJEPA_OFFLINE", "1")
+    model = load_model("hf://org/cached")
+    for a, b in zip(model.state_dict().values(), micro.state_dict().values()):
+        assert torch.equal(a, b)
+    assert no_network == []
