@@ -19,6 +19,8 @@ Manifest entry (one per release; ``release.json`` and ``weights_manifest.json["m
 ``format_version`` (int, 1), ``name`` (str), ``variant`` (the :func:`mcjepa.config.model_config`
 name it was built from, used by ``pretrained=True``), ``repo_id`` (Hugging Face ``org/name``;
 published entries only), ``revision`` (the pinned 40-hex commit sha; published entries only),
+``url`` (``file://`` or ``https://`` URL of the release folder; local entries written by
+``mcjepa-export --update-manifest``; not in ``release.json``),
 ``files`` (``{component: {"filename": str, "sha256": str, "size": int (bytes)}}``), ``config``
 (``ModelConfig.to_dict()``), ``trained_on`` (str or list), ``metrics`` (dict), ``license`` (str),
 ``status`` (``"published"`` or ``"local"``) and free ``metadata`` (dict).
@@ -666,15 +668,42 @@ def _hf_download(repo_id: str, filename: str, revision: str | None) -> Path:
 
 
 def _resolve_manifest_entry(name: str, entry: dict[str, Any], components: Sequence[str] | None) -> ResolvedRelease:
+    """A manifest entry: a published one from the Hub at its pinned commit, a local one (written
+    by ``mcjepa-export --update-manifest``) from its ``url``; every file is checked against the
+    entry's own sha256 and size."""
     where = f"{MANIFEST_FILENAME}[{name!r}]"
     repo_id, revision = entry.get("repo_id"), entry.get("revision")
-    if not repo_id:
-        raise WeightsUnavailableError(f"{where} has no repo_id: it describes a local release that was not published")
+    if repo_id:
 
-    def locate(filename: str) -> Path:
-        return _hf_download(repo_id, filename, revision)
+        def locate(filename: str) -> Path:
+            return _hf_download(repo_id, filename, revision)
 
-    return _release_from_entry(entry, where, locate, f"hf://{repo_id}@{revision}", components)
+        return _release_from_entry(entry, where, locate, f"hf://{repo_id}@{revision}", components)
+    url = entry.get("url")
+    if not url:
+        raise WeightsUnavailableError(
+            f"{where} has neither repo_id nor url: it describes a local release that was not published and "
+            "does not say where it is. Pass its folder as weights='path/to/release', or re-export it with "
+            "mcjepa-export --update-manifest."
+        )
+    entry = _check_entry(entry, where)
+    parsed = urllib.parse.urlparse(str(url))
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        folder = Path(urllib.request.url2pathname(parsed.path))
+
+        def locate(filename: str) -> Path:
+            return folder / filename
+
+    elif parsed.scheme in ("http", "https"):
+        base = str(url).rstrip("/")
+
+        def locate(filename: str) -> Path:
+            info = next(i for i in entry["files"].values() if i["filename"] == filename)
+            return _download(f"{base}/{filename}", info.get("sha256"), info.get("size"))
+
+    else:
+        raise WeightsIntegrityError(f"{where}: url must be a file:// or https:// URL of a release folder, got {url!r}")
+    return _release_from_entry(entry, where, locate, str(url), components)
 
 
 def _resolve_hf(spec: str, components: Sequence[str] | None) -> ResolvedRelease:

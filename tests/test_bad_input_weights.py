@@ -21,19 +21,28 @@ MCJEPA_OFFLINE=1 or HF_HUB_OFFLINE=1 (set at run time)  WeightsUnavailableError 
   with hf://org/repo[@rev], a published manifest key,   "offline mode is on (<VAR> is set)", how to pass a
   https://.../release, https://.../file.safetensors      local folder or .safetensors file
 MCJEPA_OFFLINE=1 with the release in the HF cache       loads from the cache, no request made
+mcjepa-export RUN --out DIR (no manifest flag)         no manifest changed (the tracked one neither);
+                                                       stderr says how to add the entry
+mcjepa-export --update-manifest M, a micro run whose    entry in M with variant "micro" and the folder's
+  config overrides finest_level                         url; weights=KEY loads it offline (file://) and
+                                                       over http://; a flipped served byte is refused
 weights=... with pretrained=True (load_model, both hub  ValueError "both name weights to load: pass one";
   entry points, flow.load, mcjepa-flow)                 mcjepa-flow exits 2 with it
 =====================================================  ===================================================
 """
 
 import argparse
+import functools
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import stat
+import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import httpx2
@@ -45,15 +54,17 @@ from huggingface_hub.utils._http import default_client_factory
 from safetensors.torch import load_file, save_file
 from test_export import seeded_training_model, write_run
 
-from mcjepa import build_model, flow
+from mcjepa import MCJEPA, build_model, flow
 from mcjepa.cli.export import main as export_main
 from mcjepa.cli.flow import main as flow_main
+from mcjepa.config import micro as micro_config
 from mcjepa.export import export_release
 from mcjepa.weights import (
     NonFiniteWeightsError,
     UnverifiedWeightsWarning,
     WeightsIntegrityError,
     WeightsUnavailableError,
+    load_manifest,
     load_model,
     save_release,
 )
@@ -118,7 +129,7 @@ def test_release_files_get_the_usual_mode(micro, run, tmp_path, umask):
     assert _modes(tmp_path / "saved") == dict.fromkeys(
         ["encoder.safetensors", "flow_head.safetensors", "config.json", "release.json"], want
     )
-    export_release(run, tmp_path / "exported", update_manifest=False)
+    export_release(run, tmp_path / "exported")
     modes = _modes(tmp_path / "exported")
     assert "README.md" in modes and set(modes.values()) == {want}, modes
 
@@ -130,7 +141,7 @@ def test_exporting_the_same_checkpoint_gives_identical_bytes(run, tmp_path):
     # safetensors orders its metadata by a per-call hash: three exports would almost surely differ
     outs = [tmp_path / str(i) / "release" for i in range(3)]
     for out in outs:
-        export_release(run, out, update_manifest=False)
+        export_release(run, out)
     names = sorted(p.name for p in outs[0].iterdir())
     assert names == ["README.md", "config.json", "encoder.safetensors", "flow_head.safetensors", "release.json"]
     for out in outs[1:]:
@@ -377,3 +388,89 @@ def test_offline_switch_still_loads_from_the_cache(no_network, release_entry, mi
     for a, b in zip(model.state_dict().values(), micro.state_dict().values()):
         assert torch.equal(a, b)
     assert no_network == []
+
+
+# --------------------------------------------------------------------------- mcjepa-export and the manifest
+
+
+@pytest.fixture(scope="module")
+def demo_like():
+    """A micro model whose config overrides one setting, as the demo run's does (finest_level = 1)."""
+    base = micro_config()
+    cfg = replace(base, flow_head=replace(base.flow_head, finest_level=1))
+    g = torch.Generator().manual_seed(5)
+    model = MCJEPA(cfg, flow_head=True, expander=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def _same_flow(a, b):
+    g = torch.Generator().manual_seed(2)
+    x1, x2 = torch.randn(1, 3, 64, 64, generator=g), torch.randn(1, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        want = b(x1, x2)
+        assert want.abs().max() > 0 and torch.equal(a(x1, x2), want)
+
+
+def test_export_changes_no_manifest_by_default(run, tmp_path, capsys):
+    repo_manifest = Path(REPO_DIR, "weights_manifest.json")
+    before = repo_manifest.read_bytes()
+    env_manifest = Path(os.environ["MCJEPA_MANIFEST"])
+    env_manifest.write_text(json.dumps({"format_version": 1, "note": "t", "models": {}}))
+    env_before = env_manifest.read_bytes()
+    assert export_main([str(run), "--out", str(tmp_path / "rel")]) == 0
+    assert "no manifest changed; --update-manifest PATH" in capsys.readouterr().err
+    assert repo_manifest.read_bytes() == before and env_manifest.read_bytes() == env_before
+    assert (tmp_path / "rel" / "release.json").is_file()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def demo_entry(demo_like, tmp_path):
+    """``mcjepa-export --update-manifest``: (release folder, manifest path, its entry)."""
+    run = write_run(tmp_path / "run", demo_like, steps=(6,))
+    manifest, out = tmp_path / "manifest.json", tmp_path / "releases" / "demo"
+    argv = [str(run), "--out", str(out), "--name", "micro-demo", "--update-manifest", str(manifest)]
+    assert export_main(argv) == 0
+    return out, manifest, load_manifest(manifest)["models"]["micro-demo"]
+
+
+def test_update_manifest_entry_loads_by_its_key_offline(demo_like, demo_entry, no_network, monkeypatch):
+    out, manifest, entry = demo_entry
+    assert entry["variant"] == "micro" and entry["status"] == "local" and entry["url"] == out.resolve().as_uri()
+    assert entry["config"]["flow_head"]["finest_level"] == 1  # config.json, not the variant, is the architecture
+    monkeypatch.setenv("MCJEPA_MANIFEST", str(manifest))
+    monkeypatch.setenv("MCJEPA_OFFLINE", "1")
+    _same_flow(load_model("micro-demo"), demo_like)
+    assert no_network == []
+
+
+def test_update_manifest_entry_loads_by_its_key_over_http(demo_like, demo_entry, tmp_path, monkeypatch):
+    out, _, entry = demo_entry
+    served = tmp_path / "served"
+    shutil.copytree(out, served)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        manifest = tmp_path / "http_manifest.json"
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        manifest.write_text(json.dumps({"format_version": 1, "models": {"micro-demo": dict(entry, url=url)}}))
+        monkeypatch.setenv("MCJEPA_MANIFEST", str(manifest))
+        monkeypatch.setenv("MCJEPA_CACHE", str(tmp_path / "cache"))
+        _same_flow(load_model("micro-demo"), demo_like)
+        # the files are checked against the manifest's sha256, whatever the server sends
+        data = bytearray((served / "flow_head.safetensors").read_bytes())
+        data[-1] ^= 0x01
+        (served / "flow_head.safetensors").write_bytes(bytes(data))
+        monkeypatch.setenv("MCJEPA_CACHE", str(tmp_path / "cache2"))
+        with pytest.raises(WeightsIntegrityError, match="has sha256 .*, expected"):
+            load_model("micro-demo")
+    finally:
+        server.shutdown()
+        server.server_close()
