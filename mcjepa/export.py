@@ -351,9 +351,15 @@ def export_release(
     folder's ``file://`` URL, so that ``weights=name`` loads it (verified against the entry).
     The same checkpoint exported twice gives byte-identical files.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(
+            f"--out {out} is an existing file, not a folder: a release is a folder (<component>.safetensors, "
+            f"config.json, {RELEASE_FILENAME}, {CARD_FILENAME}). Pass a new folder path (or an existing release "
+            "folder to overwrite its files)."
+        )
     ckpt_path = find_checkpoint(source)
     model, ckpt = model_from_checkpoint(ckpt_path, with_expander=with_expander)
-    out = Path(out_dir)
     name = name or out.resolve().name
     train_raw = ckpt.get("config")
     train = json.loads(train_raw) if isinstance(train_raw, str) else dict(train_raw or {})

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import flow_to_image
 
-from .encoder import MIN_INPUT_SIZE, imagenet_normalize
+from .encoder import MIN_INPUT_SIZE, ConvNeXtPyramid, imagenet_normalize
 from .flow_io import read_flo, read_kitti_flow, write_flo, write_kitti_flow
 from .model import MCJEPA, build_model
 from .ops import backward_warp, flow_validity_mask
@@ -172,9 +172,12 @@ def _as_float01(x: Tensor, name: str) -> tuple[Tensor, bool]:
     if x.numel():
         lo, hi = x.min().item(), x.max().item()
         if lo < 0.0 or hi > 1.0:
+            outside = int(((x < 0.0) | (x > 1.0)).sum())
+            # float32's shortest exact repr: 1.000001 shows as such, never rounded back into range
             raise ValueError(
-                f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-                "(pass uint8, or divide 0-255 values by 255)"
+                f"{name}: float images must lie in [0, 1], but the min is {np.float32(lo)!s} and the max is "
+                f"{np.float32(hi)!s} ({outside} of {x.numel()} values outside). Pass uint8, divide 0-255 values "
+                "by 255, or clamp(0, 1) values that overshoot only by rounding."
             )
     return x, False
 
@@ -252,6 +255,17 @@ def estimate(
         model = _default_model()
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model must be an MCJEPA from mcjepa.flow.load(), got {_describe(model)}")
+    elif isinstance(model, ConvNeXtPyramid) or (isinstance(model, MCJEPA) and model.flow_head is None):
+        what = (
+            "a ConvNeXtPyramid, the encoder alone (torch.hub's 'mcjepa_convnext_t')"
+            if isinstance(model, ConvNeXtPyramid)
+            else "an MCJEPA without a flow head (loaded with components=('encoder',))"
+        )
+        raise TypeError(
+            f"flow.estimate needs a model with a flow head, got {what}, which only computes features. "
+            "Load encoder + flow head with flow.load(weights=...) or "
+            "torch.hub.load(..., 'mcjepa_convnext_t_flow', weights=...), from a release holding flow_head.safetensors."
+        )
     if device is not None:
         model.to(device)
     target = _model_device(model)

@@ -335,6 +335,11 @@ def save_release(
     }
     _check_finite(states)  # every component before any file is written
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"out_dir {out} is an existing file; a release is a folder (<component>.safetensors, "
+            f"{CONFIG_FILENAME}, {RELEASE_FILENAME}). Pass a new or existing folder path."
+        )
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads(json.dumps(model.config.to_dict()))  # tuples -> lists, as read back
     config_json = json.dumps(config, sort_keys=True)
@@ -876,9 +881,31 @@ def _verify_file(path: Path, expected: str | None, size: int | None, what: str, 
         with safe_open(str(path), framework="pt") as fh:
             fh.keys()
     except (SafetensorError, OSError, ValueError) as exc:
+        kind = _pickle_kind(path)
+        if kind:
+            raise WeightsIntegrityError(
+                f"{what} {path} is {kind}, not a safetensors file: a PyTorch checkpoint renamed to .safetensors. "
+                "Refusing to read it: pickles can run arbitrary code. Convert a model you trust with "
+                "mcjepa.weights.save_release(model, out_dir) and pass that folder as weights=."
+            ) from None
         raise WeightsIntegrityError(
             f"{what} {path} is not a valid safetensors file (truncated or corrupted: {exc}). {redo}"
         ) from None
+
+
+def _pickle_kind(path: Path) -> str | None:
+    """What ``torch.save`` wrote, judged by the first bytes, or ``None``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            head += fh.read(2)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (what torch.save writes)"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return f"a pickle (protocol {head[1]}, what older torch.save writes)"
+    return None
 
 
 def read_component(release: ResolvedRelease, component: str, device: str | torch.device = "cpu") -> dict:

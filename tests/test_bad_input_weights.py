@@ -26,6 +26,15 @@ mcjepa-export RUN --out DIR (no manifest flag)         no manifest changed (the 
 mcjepa-export --update-manifest M, a micro run whose    entry in M with variant "micro" and the folder's
   config overrides finest_level                         url; weights=KEY loads it offline (file://) and
                                                        over http://; a flipped served byte is refused
+mcjepa-export --out EXISTING_FILE (and save_release)    exit 2 "--out F is an existing file, not a folder";
+                                                       the file is untouched
+torch.save output renamed x.safetensors (zip / legacy   WeightsIntegrityError "is a zip archive / a pickle
+  pickle), with and without a hash                      ... renamed to .safetensors. Refusing"; never
+                                                       "weights file weights file"
+flow.estimate(model=encoder-only hub model / MCJEPA     TypeError "needs a model with a flow head", names
+  without flow head)                                    'mcjepa_convnext_t_flow' and flow.load
+flow.estimate of a float image with a 1.000001 (or      ValueError "the min is 0.0 and the max is 1.000001
+  -0.25) pixel                                          (1 of N values outside)": the values found
 weights=... with pretrained=True (load_model, both hub  ValueError "both name weights to load: pass one";
   entry points, flow.load, mcjepa-flow)                 mcjepa-flow exits 2 with it
 =====================================================  ===================================================
@@ -474,3 +483,61 @@ def test_update_manifest_entry_loads_by_its_key_over_http(demo_like, demo_entry,
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------------------------------------------- unclear messages made clear
+
+
+def test_export_out_is_an_existing_file(run, micro, tmp_path, capsys):
+    target = tmp_path / "release.txt"
+    target.write_text("keep me")
+    assert export_main([str(run), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {target} is an existing file, not a folder" in err and "Traceback" not in err
+    assert target.read_text() == "keep me"
+    with pytest.raises(ValueError, match="is an existing file; a release is a folder"):
+        save_release(micro, target)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+@pytest.mark.parametrize("with_hash", [False, True], ids=["no-hash", "hash"])
+def test_renamed_pickle_says_so(micro, tmp_path, legacy, with_hash):
+    path = tmp_path / "model.safetensors"
+    torch.save(micro.state_dict(), path, _use_new_zipfile_serialization=not legacy)
+    kw = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()} if with_hash else {}
+    with pytest.raises(WeightsIntegrityError) as info:
+        load_model(path, variant="micro", **kw)
+    msg = str(info.value)
+    kind = "a pickle (protocol 2" if legacy else "a zip archive (what torch.save writes)"
+    assert f"weights file {path} is {kind}" in msg and "renamed to .safetensors. Refusing" in msg, msg
+    assert "weights file weights file" not in msg
+
+
+@pytest.mark.parametrize("kind", ["hub encoder", "MCJEPA without flow head"])
+def test_estimate_with_an_encoder_only_model(kind):
+    if kind == "hub encoder":
+        model = torch.hub.load(REPO_DIR, "mcjepa_convnext_t", source="local", variant="micro")
+        named = "ConvNeXtPyramid, the encoder alone"
+    else:
+        model = load_model(variant="micro", components=("encoder",))
+        named = "an MCJEPA without a flow head"
+    image = torch.rand(3, 64, 64)
+    with pytest.raises(TypeError) as info:
+        flow.estimate(image, image, model=model)
+    msg = str(info.value)
+    assert "needs a model with a flow head" in msg and named in msg, msg
+    assert "'mcjepa_convnext_t_flow'" in msg and "flow.load(weights=" in msg
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(1.000001, "the min is 0.0 and the max is 1.000001"), (-0.25, "the min is -0.25 and the max is 1.0")],
+    ids=["1.000001", "-0.25"],
+)
+def test_float_range_message_shows_the_values_found(micro, value, shown):
+    image = torch.linspace(0, 1, 3 * 64 * 64).reshape(3, 64, 64)
+    image[1, 5, 7] = value
+    with pytest.raises(ValueError) as info:
+        flow.estimate(image, torch.rand(3, 64, 64), model=micro)
+    msg = str(info.value)
+    assert f"image1: float images must lie in [0, 1], but {shown} (1 of {3 * 64 * 64} values outside)" in msg, msg
