@@ -1,43 +1,43 @@
 """Bad input and faults on the release side: writing, exporting and loading weights (offline, CPU).
 
-=====================================================  ===================================================
-input                                                  expected
-=====================================================  ===================================================
-save_release / mcjepa-export under umask 022 or 027    every file mode 0o666 & ~umask (not mkstemp's 0600)
-the same checkpoint exported three times               byte-identical files (sorted safetensors metadata)
-save_release of a model with a NaN / +Inf / -Inf       NonFiniteWeightsError naming component, tensor and
-                                                       NaN/Inf counts; nothing written
-mcjepa-export of a checkpoint holding NaN               exit 2, the same message on stderr; no --out folder
-bare .safetensors, no hash, one byte flipped           loads, with UnverifiedWeightsWarning "was NOT verified"
-bare file + right hash (FILE#sha256=, file://...#sha256=,  loads, no warning
-  sha256= keyword, torch.hub weights=/sha256=)
-bare file + hash of the unflipped file                 WeightsIntegrityError: "has sha256 <actual>, expected
-                                                       <given>"
-sha256 not 64 hex / two different sha256 given         ValueError ("64 hex digits" / "two different sha256")
-sha256 with a release folder / hf:// / manifest key    ValueError: it checks one bare .safetensors file
-mcjepa-flow / mcjepa-eval --weights BARE_FILE (they    UnverifiedWeightsWarning still shown
+======================================================  ==================================================
+input                                                   expected
+======================================================  ==================================================
+save_release / mcjepa-export under umask 022 or 027     every file 0o666 & ~umask (mkstemp gave 0600)
+one checkpoint exported three times                     byte-identical files; release.json keys sorted
+save_release of a model holding NaN / +Inf / -Inf       NonFiniteWeightsError naming component, tensor,
+                                                        NaN and Inf counts; nothing written
+mcjepa-export of a checkpoint holding NaN               exit 2, that message on stderr; no --out folder
+bare .safetensors, no hash, one byte flipped            loads, UnverifiedWeightsWarning "was NOT verified"
+bare file + right hash: FILE#sha256=, file://...        loads, no warning
+  #sha256=, sha256= keyword, torch.hub sha256=
+bare file + a wrong hash (same three forms)             WeightsIntegrityError "has sha256 <actual>,
+                                                        expected <given>"
+sha256 not 64 hex / two different sha256                ValueError "64 hex digits" / "two different"
+sha256 with a release folder / hf:// / manifest key     ValueError: it checks one bare .safetensors file
+weights=X with pretrained=True: load_model, both hub    ValueError "both name weights to load: pass
+  entry points, flow.load; mcjepa-flow                  one"; mcjepa-flow exits 2 with it
+mcjepa-flow / mcjepa-eval --weights BARE_FILE (they     UnverifiedWeightsWarning still shown
   hide the untrained-model UserWarning)
-MCJEPA_OFFLINE=1 or HF_HUB_OFFLINE=1 (set at run time)  WeightsUnavailableError within 5 s, no request made:
-  with hf://org/repo[@rev], a published manifest key,   "offline mode is on (<VAR> is set)", how to pass a
-  https://.../release, https://.../file.safetensors      local folder or .safetensors file
-MCJEPA_OFFLINE=1 with the release in the HF cache       loads from the cache, no request made
-mcjepa-export RUN --out DIR (no manifest flag)         no manifest changed (the tracked one neither);
-                                                       stderr says how to add the entry
-mcjepa-export --update-manifest M, a micro run whose    entry in M with variant "micro" and the folder's
-  config overrides finest_level                         url; weights=KEY loads it offline (file://) and
-                                                       over http://; a flipped served byte is refused
-mcjepa-export --out EXISTING_FILE (and save_release)    exit 2 "--out F is an existing file, not a folder";
-                                                       the file is untouched
-torch.save output renamed x.safetensors (zip / legacy   WeightsIntegrityError "is a zip archive / a pickle
-  pickle), with and without a hash                      ... renamed to .safetensors. Refusing"; never
-                                                       "weights file weights file"
-flow.estimate(model=encoder-only hub model / MCJEPA     TypeError "needs a model with a flow head", names
-  without flow head)                                    'mcjepa_convnext_t_flow' and flow.load
-flow.estimate of a float image with a 1.000001 (or      ValueError "the min is 0.0 and the max is 1.000001
-  -0.25) pixel                                          (1 of N values outside)": the values found
-weights=... with pretrained=True (load_model, both hub  ValueError "both name weights to load: pass one";
-  entry points, flow.load, mcjepa-flow)                 mcjepa-flow exits 2 with it
-=====================================================  ===================================================
+MCJEPA_OFFLINE=1 or HF_HUB_OFFLINE=1 (set at run        WeightsUnavailableError in < 5 s, no request:
+  time) with hf://org/repo[@rev], a published           "offline mode is on (<VAR> is set)" and how to
+  manifest key, https://.../release, .../x.safetensors  pass a local folder or .safetensors file
+MCJEPA_OFFLINE=1, the release in the HF cache           loads from the cache, no request
+mcjepa-export RUN --out DIR (no manifest flag)          no manifest changed (the tracked one neither);
+                                                        stderr says how to add the entry
+mcjepa-export --update-manifest M of a micro run        entry with variant "micro" and the folder's url;
+  whose config overrides finest_level                   weights=KEY loads it offline (file://) and over
+                                                        http://; a flipped served byte is refused
+mcjepa-export --out EXISTING_FILE; save_release         exit 2 "--out F is an existing file, not a
+                                                        folder" / ValueError; the file is untouched
+torch.save output named x.safetensors (zip, legacy      WeightsIntegrityError "is a zip archive / a
+  pickle), with and without a hash                      pickle ... renamed to .safetensors. Refusing";
+                                                        never "weights file weights file"
+flow.estimate with the hub encoder, or an MCJEPA        TypeError "needs a model with a flow head",
+  without a flow head                                   names 'mcjepa_convnext_t_flow' and flow.load
+flow.estimate of a float image with one 1.000001        ValueError "the min is 0.0 and the max is
+  (or -0.25) pixel                                      1.000001 (1 of N values outside)"
+======================================================  ==================================================
 """
 
 import argparse
@@ -251,11 +251,15 @@ def test_bare_file_with_the_right_hash_loads_silently(bare, micro, form):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("form", ["suffix", "keyword"])
+@pytest.mark.parametrize("form", ["suffix", "file_url", "keyword"])
 def test_bare_file_with_a_wrong_hash_is_refused(bare, form):
     _, digest, flipped = bare
     actual = hashlib.sha256(flipped.read_bytes()).hexdigest()
-    spec, kw = (f"{flipped}#sha256={digest}", {}) if form == "suffix" else (flipped, {"sha256": digest})
+    spec, kw = {
+        "suffix": (f"{flipped}#sha256={digest}", {}),
+        "file_url": (f"{flipped.as_uri()}#sha256={digest}", {}),  # the URL fragment was silently dropped
+        "keyword": (flipped, {"sha256": digest}),
+    }[form]
     with pytest.raises(WeightsIntegrityError) as info:
         load_model(spec, components=("encoder",), **kw)
     msg = str(info.value)
