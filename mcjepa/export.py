@@ -2,9 +2,10 @@
 
 :func:`export_release` reads a training checkpoint (``mcjepa.train.checkpoint.load_checkpoint``,
 ``weights_only=True``), rebuilds the model strictly, writes the release with
-:func:`mcjepa.weights.save_release`, adds a Hugging Face model card ``README.md`` and merges the
-release's entry into ``weights_manifest.json`` with ``status: "local"`` (``mcjepa-publish`` later
-pins it to a Hub commit). :func:`weights_table_markdown` renders the manifest as the README's
+:func:`mcjepa.weights.save_release` (its ``release.json`` is the manifest entry) and adds a
+Hugging Face model card ``README.md``. Only when asked (``manifest=PATH``, ``mcjepa-export
+--update-manifest PATH``) is the entry merged into a manifest, with ``status: "local"`` and the
+folder's ``url`` so that it loads by its key (``mcjepa-publish`` later pins it to a Hub commit). :func:`weights_table_markdown` renders the manifest as the README's
 weights table.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig
+from .config import MODEL_VARIANTS, ModelConfig
 from .model import MCJEPA
 from .weights import (
     RELEASE_FILENAME,
@@ -339,19 +340,26 @@ def export_release(
     name: str | None = None,
     license: str = "MIT",
     manifest: str | os.PathLike | None = None,
-    update_manifest: bool = True,
     force: bool = False,
 ) -> dict[str, Any]:
     """Export a run folder (newest checkpoint) or checkpoint file as a release folder.
 
-    Writes ``<component>.safetensors``, ``config.json``, ``release.json`` and a model card
-    ``README.md`` into ``out_dir``; merges the entry into the manifest under ``name`` (default:
-    the folder name of ``out_dir``) with ``status: "local"`` unless ``update_manifest`` is false.
-    Returns the manifest entry.
+    Writes ``<component>.safetensors``, ``config.json``, ``release.json`` (the manifest entry)
+    and a model card ``README.md`` into ``out_dir``, and returns the entry. No manifest is
+    touched unless ``manifest`` names one: then the entry is merged into it under ``name``
+    (default: the folder name of ``out_dir``) with ``status: "local"`` and ``url`` = the
+    folder's ``file://`` URL, so that ``weights=name`` loads it (verified against the entry).
+    The same checkpoint exported twice gives byte-identical files.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(
+            f"--out {out} is an existing file, not a folder: a release is a folder (<component>.safetensors, "
+            f"config.json, {RELEASE_FILENAME}, {CARD_FILENAME}). Pass a new folder path (or an existing release "
+            "folder to overwrite its files)."
+        )
     ckpt_path = find_checkpoint(source)
     model, ckpt = model_from_checkpoint(ckpt_path, with_expander=with_expander)
-    out = Path(out_dir)
     name = name or out.resolve().name
     train_raw = ckpt.get("config")
     train = json.loads(train_raw) if isinstance(train_raw, str) else dict(train_raw or {})
@@ -367,6 +375,9 @@ def export_release(
         eval_metrics.update(eval_metrics_from_results(_read_json_file(Path(p), "eval results"), Path(p)))
 
     components = ["encoder", "flow_head"] + (["expander"] if with_expander else [])
+    # the variant the run was built from (its config may override parts of it: config.json is exact)
+    model_section = train.get("model")
+    variant = model_section.get("variant") if isinstance(model_section, dict) else None
     metadata: dict[str, Any] = {
         "trained_on": train.get("name", "unknown"),
         "metrics": {**run_metrics, **eval_metrics},
@@ -375,13 +386,15 @@ def export_release(
         "checkpoint": ckpt_path.name,
         "train_config": train,
     }
+    if variant in MODEL_VARIANTS:
+        metadata["variant"] = variant
     entry = save_release(model, out, components=components, metadata=metadata)
     entry["name"] = name
     _atomic_write_bytes(out / RELEASE_FILENAME, _json_bytes(entry))
     card = model_card(entry, train_config=train, run_metrics=run_metrics, eval_metrics=eval_metrics, steps=steps)
     _atomic_write_bytes(out / CARD_FILENAME, card.encode())
-    if update_manifest:
-        merge_manifest_entry(name, entry, manifest, force=force)
+    if manifest is not None:
+        merge_manifest_entry(name, dict(entry, url=out.resolve().as_uri()), manifest, force=force)
     return entry
 
 

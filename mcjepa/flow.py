@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import flow_to_image
 
-from .encoder import MIN_INPUT_SIZE, imagenet_normalize
+from .encoder import MIN_INPUT_SIZE, ConvNeXtPyramid, imagenet_normalize
 from .flow_io import read_flo, read_kitti_flow, write_flo, write_kitti_flow
 from .image_io import to_rgb
 from .model import MCJEPA, build_model
@@ -68,6 +68,7 @@ def load(
     pretrained: bool = False,
     variant: str = "convnext_t",
     device: str | torch.device | None = None,
+    sha256: str | None = None,
 ) -> MCJEPA:
     """Return an encoder + flow head :class:`~mcjepa.model.MCJEPA` in eval mode on ``device``
     (default CPU).
@@ -75,6 +76,8 @@ def load(
     ``weights`` and ``pretrained`` follow the hub's rules (:func:`mcjepa.weights.load_model`:
     a manifest key, a local release folder or ``.safetensors`` file, ``hf://org/repo[@rev]`` or
     an https URL). With neither, the model is randomly initialised and a ``UserWarning`` says so.
+    ``sha256`` is the expected digest of a bare ``.safetensors`` file (or pass
+    ``weights="FILE#sha256=<hex>"``).
     """
     target = torch.device(device) if device is not None else torch.device("cpu")
     if weights is None and not pretrained:
@@ -83,7 +86,12 @@ def load(
     from .weights import load_model  # lazy: pulls in huggingface_hub only when weights are asked for
 
     model = load_model(
-        weights, pretrained=pretrained, variant=variant, components=("encoder", "flow_head"), map_location=target
+        weights,
+        pretrained=pretrained,
+        variant=variant,
+        components=("encoder", "flow_head"),
+        map_location=target,
+        sha256=sha256,
     )
     return model.eval()
 
@@ -165,9 +173,12 @@ def _as_float01(x: Tensor, name: str) -> tuple[Tensor, bool]:
     if x.numel():
         lo, hi = x.min().item(), x.max().item()
         if lo < 0.0 or hi > 1.0:
+            outside = int(((x < 0.0) | (x > 1.0)).sum())
+            # float32's shortest exact repr: 1.000001 shows as such, never rounded back into range
             raise ValueError(
-                f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-                "(pass uint8, or divide 0-255 values by 255)"
+                f"{name}: float images must lie in [0, 1], but the min is {np.float32(lo)!s} and the max is "
+                f"{np.float32(hi)!s} ({outside} of {x.numel()} values outside). Pass uint8, divide 0-255 values "
+                "by 255, or clamp(0, 1) values that overshoot only by rounding."
             )
     return x, False
 
@@ -245,6 +256,17 @@ def estimate(
         model = _default_model()
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model must be an MCJEPA from mcjepa.flow.load(), got {_describe(model)}")
+    elif isinstance(model, ConvNeXtPyramid) or (isinstance(model, MCJEPA) and model.flow_head is None):
+        what = (
+            "a ConvNeXtPyramid, the encoder alone (torch.hub's 'mcjepa_convnext_t')"
+            if isinstance(model, ConvNeXtPyramid)
+            else "an MCJEPA without a flow head (loaded with components=('encoder',))"
+        )
+        raise TypeError(
+            f"flow.estimate needs a model with a flow head, got {what}, which only computes features. "
+            "Load encoder + flow head with flow.load(weights=...) or "
+            "torch.hub.load(..., 'mcjepa_convnext_t_flow', weights=...), from a release holding flow_head.safetensors."
+        )
     if device is not None:
         model.to(device)
     target = _model_device(model)

@@ -29,9 +29,12 @@ def mcjepa_convnext_t(
     Args:
         pretrained (bool): load the published release of this model from the weights manifest.
             No weights are published yet, so ``True`` raises an error saying what to do instead.
+            Not together with ``weights`` (that is an error, never a silent choice).
         weights (str or Path, optional): weights to load instead: a manifest key, a local release
             folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an ``https://`` /
-            ``file://`` URL. A release's own config.json sets the architecture.
+            ``file://`` URL. A release's own config.json sets the architecture. A bare
+            ``.safetensors`` file is checked only when its hash is given (``sha256=`` or
+            ``"FILE#sha256=<hex>"``); without one it loads with a warning.
         **kwargs: passed to :func:`mcjepa.weights.load_model`, e.g. ``map_location="cuda"`` or
             ``variant="micro"`` (the architecture when no release config is given).
 
@@ -62,9 +65,12 @@ def mcjepa_convnext_t_flow(pretrained: bool = False, weights: str | os.PathLike 
     Args:
         pretrained (bool): load the published release of this model from the weights manifest.
             No weights are published yet, so ``True`` raises an error saying what to do instead.
+            Not together with ``weights`` (that is an error, never a silent choice).
         weights (str or Path, optional): weights to load instead: a manifest key, a local release
             folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an ``https://`` /
-            ``file://`` URL. The release must hold the encoder and the flow head.
+            ``file://`` URL. The release must hold the encoder and the flow head. A bare
+            ``.safetensors`` file is checked only when its hash is given (``sha256=`` or
+            ``"FILE#sha256=<hex>"``); without one it loads with a warning.
         **kwargs: passed to :func:`mcjepa.weights.load_model`, e.g. ``map_location="cuda"`` or
             ``variant="convnext_t_c1"`` (the architecture when no release config is given).
 

@@ -19,6 +19,8 @@ Manifest entry (one per release; ``release.json`` and ``weights_manifest.json["m
 ``format_version`` (int, 1), ``name`` (str), ``variant`` (the :func:`mcjepa.config.model_config`
 name it was built from, used by ``pretrained=True``), ``repo_id`` (Hugging Face ``org/name``;
 published entries only), ``revision`` (the pinned 40-hex commit sha; published entries only),
+``url`` (``file://`` or ``https://`` URL of the release folder; local entries written by
+``mcjepa-export --update-manifest``; not in ``release.json``),
 ``files`` (``{component: {"filename": str, "sha256": str, "size": int (bytes)}}``), ``config``
 (``ModelConfig.to_dict()``), ``trained_on`` (str or list), ``metrics`` (dict), ``license`` (str),
 ``status`` (``"published"`` or ``"local"``) and free ``metadata`` (dict).
@@ -34,14 +36,25 @@ so ``models`` is empty.
 - a local release folder (verified against its ``release.json``);
 - a local ``.safetensors`` file: one component (named by its metadata, its file name or its
   keys; verified against a sibling ``release.json`` when that lists it), or a whole-model file
-  with ``encoder.``/``flow_head.``/``expander.`` prefixed keys;
+  with ``encoder.``/``flow_head.``/``expander.`` prefixed keys; ``FILE#sha256=<hex>`` (or
+  ``sha256=``) gives the digest it must have;
 - ``hf://org/repo`` or ``hf://org/repo@revision``: ``release.json`` then each file through
   ``hf_hub_download``; the manifest entry is used instead when it lists that repo;
 - ``https://.../release_base`` or ``https://.../file.safetensors``: downloaded with a progress
   bar into ``$MCJEPA_CACHE`` (default ``~/.cache/mcjepa``); ``file://`` URLs are read in place.
 
-Every file is checked against its expected size and sha256 before it is read whenever they are
-known. Only safetensors files are ever read; pickles (``.pt``, ``.pth``, ``.bin``, ...) are refused.
+Offline: ``MCJEPA_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` keeps every source to local files and
+caches; a source that is not cached fails at once with a :class:`WeightsUnavailableError` saying
+offline mode is on and how to pass a local file instead.
+
+What is verified (size and sha256, before a file is read): manifest keys and ``hf://`` releases
+always (against the manifest entry or the release's ``release.json``); release folders and
+release URLs against their ``release.json``; a ``.safetensors`` file inside a release folder
+against that folder's ``release.json``. A bare ``.safetensors`` file (local, ``file://`` or
+``https://``) only when its hash is given, as ``weights="FILE#sha256=<hex>"`` or ``sha256=``; a
+wrong hash is a :class:`WeightsIntegrityError`. Without one the file is still loaded, with an
+:class:`UnverifiedWeightsWarning` saying it was NOT verified. Only safetensors files are ever
+read; pickles (``.pt``, ``.pth``, ``.bin``, ...) are refused.
 """
 
 from __future__ import annotations
@@ -50,9 +63,12 @@ import hashlib
 import json
 import os
 import re
+import secrets
+import sys
 import tempfile
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -63,9 +79,10 @@ import huggingface_hub
 import requests
 import torch
 from huggingface_hub import errors as hf_errors
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_save
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -75,9 +92,11 @@ from .model import COMPONENTS, MCJEPA
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_FILENAME",
+    "NonFiniteWeightsError",
     "RELEASE_FILENAME",
     "CONFIG_FILENAME",
     "ResolvedRelease",
+    "UnverifiedWeightsWarning",
     "WeightsError",
     "WeightsIntegrityError",
     "WeightsMismatchError",
@@ -105,6 +124,16 @@ _KEY_SIGNATURES = {
     "expander": {"layers"},
 }
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_FRAGMENT = "#sha256="
+_REDO = (
+    "Delete it and download it again (for the Hugging Face cache: `hf cache rm model/ORG/REPO`), "
+    "or re-create the release with mcjepa.weights.save_release."
+)
+_REDO_GIVEN = (
+    "Check the sha256 you passed (weights='FILE#sha256=<hex>' or sha256=) against where the file came from, "
+    "or get the file again."
+)
 _WHAT_TO_DO = (
     "Pass weights= a local release folder written by mcjepa.weights.save_release, a .safetensors file, "
     "hf://org/repo[@revision] or an https:// URL of a release."
@@ -125,6 +154,14 @@ class WeightsIntegrityError(WeightsError):
 
 class WeightsMismatchError(WeightsError):
     """A state dict does not fit its module: missing or unexpected keys, or shape mismatches."""
+
+
+class NonFiniteWeightsError(WeightsError, ValueError):
+    """Weights about to be written to a release hold NaN or infinite values."""
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """A bare ``.safetensors`` file is loaded with no sha256 to check it against."""
 
 
 @dataclass
@@ -163,27 +200,96 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MCJEPA_CACHE") or Path.home() / ".cache" / "mcjepa").expanduser()
 
 
-def _offline() -> bool:
-    flag = os.environ.get("MCJEPA_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    return flag or huggingface_hub.constants.is_offline_mode()
+def _offline_flags() -> list[str]:
+    """The offline switches that are on: ``MCJEPA_OFFLINE`` and ``HF_HUB_OFFLINE`` (read from the
+    environment now, or huggingface_hub's setting from import time). Either one keeps every source
+    (``hf://``, manifest keys, ``https://``) to local files and caches: no network request at all."""
+    on = [name for name in ("MCJEPA_OFFLINE", "HF_HUB_OFFLINE") if _truthy(os.environ.get(name))]
+    if "HF_HUB_OFFLINE" not in on and huggingface_hub.constants.is_offline_mode():
+        on.append("HF_HUB_OFFLINE")
+    return on
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _offline_is_on(flags: Sequence[str]) -> str:
+    return f"offline mode is on ({' and '.join(f'{f} is set' for f in flags)})"
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _atomic_write_bytes(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (bytes, or a sequence of chunks) to ``path`` atomically: a temporary file in
+    the same folder, renamed over ``path``. The file gets the usual mode of a new file,
+    ``0o666 & ~umask`` (``tempfile.mkstemp`` would leave it ``0o600``)."""
+    path = Path(path)
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    # O_EXCL: never write through an existing file or link; mode 0o666 is reduced by the umask
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
+def _safetensors_chunks(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> list[bytes | memoryview]:
+    """Serialise ``state`` as safetensors with a deterministic header.
+
+    ``safetensors`` keeps the metadata in a hash map, so its order (and the file's bytes) changes
+    from one process to the next; the header is re-emitted here with ``__metadata__`` first, its
+    keys sorted, then the tensors in file order. The data section is kept as written."""
+    raw = safetensors_save(dict(state), metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered: dict[str, Any] = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
+    ordered.update(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"], kv[0])))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
+    return [len(text).to_bytes(8, "little"), text, memoryview(raw)[8 + n :]]
+
+
+def _check_finite(states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Raise :class:`NonFiniteWeightsError` naming every tensor of ``states`` (``{file or
+    component: state dict}``) that holds NaN or infinite values, with the counts."""
+    bad = []
+    for where, state in states.items():
+        for key, t in state.items():
+            if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+                continue
+            finite = torch.isfinite(t)
+            if bool(finite.all()):
+                continue
+            n_nan = int(torch.isnan(t).sum())
+            n_inf = int((~finite).sum()) - n_nan
+            bad.append(f"{where}: {key} ({n_nan} NaN, {n_inf} Inf of {t.numel()} values)")
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; ... ({len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise NonFiniteWeightsError(
+            f"refusing to write a release: {len(bad)} tensor(s) hold non-finite values: {shown}. "
+            "A release must hold finite weights; the model diverged or the checkpoint is damaged. "
+            "Export an earlier checkpoint (mcjepa-export CHECKPOINT_FILE) or fix the model first. Nothing was written."
+        )
+
+
+def _write_safetensors(path: Path, state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """The one writer of release safetensors files: refuse non-finite tensors, serialise
+    ``state`` with ``metadata`` (deterministic bytes) and write it atomically with the usual
+    file mode."""
+    _check_finite({path.name: state})
+    _atomic_write_bytes(path, _safetensors_chunks(state, metadata))
+
+
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 def save_release(
@@ -204,6 +310,9 @@ def save_release(
             ``variant`` go to the top level of the entry, the rest under ``"metadata"``.
             ``variant`` defaults to the :data:`~mcjepa.config.MODEL_VARIANTS` name whose config
             equals the model's (``None`` for a custom architecture).
+
+    Raises :class:`NonFiniteWeightsError` (naming each tensor and its NaN/Inf counts), before
+    writing anything, when a tensor to be saved is not finite.
     """
     if not isinstance(model, MCJEPA):
         raise TypeError(f"save_release expects an mcjepa.MCJEPA model, got {type(model).__name__}")
@@ -220,32 +329,34 @@ def save_release(
         json.dumps(extra)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be JSON-serialisable (str, numbers, lists, dicts): {exc}") from None
+    states = {
+        name: {k: v.detach().to("cpu", copy=True).contiguous() for k, v in getattr(model, name).state_dict().items()}
+        for name in components
+    }
+    _check_finite(states)  # every component before any file is written
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"out_dir {out} is an existing file; a release is a folder (<component>.safetensors, "
+            f"{CONFIG_FILENAME}, {RELEASE_FILENAME}). Pass a new or existing folder path."
+        )
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads(json.dumps(model.config.to_dict()))  # tuples -> lists, as read back
     config_json = json.dumps(config, sort_keys=True)
     files: dict[str, dict[str, Any]] = {}
-    for name in components:
-        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in getattr(model, name).state_dict().items()}
+    for name, state in states.items():
         filename = f"{name}.safetensors"
         target = out / filename
-        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=out)
-        os.close(fd)
-        try:
-            save_file(
-                state,
-                tmp,
-                metadata={
-                    "format": "pt",
-                    "mcjepa.component": name,
-                    "mcjepa.format_version": str(FORMAT_VERSION),
-                    "mcjepa.config": config_json,
-                },
-            )
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_safetensors(
+            target,
+            state,
+            {
+                "format": "pt",
+                "mcjepa.component": name,
+                "mcjepa.format_version": str(FORMAT_VERSION),
+                "mcjepa.config": config_json,
+            },
+        )
         files[name] = {"filename": filename, "sha256": sha256_file(target), "size": target.stat().st_size}
     entry: dict[str, Any] = {"format_version": FORMAT_VERSION, "name": model.config.name}
     # the named variant this architecture is, if any (pretrained=True looks releases up by it)
@@ -381,8 +492,10 @@ def _read_json(path: Path, what: str) -> Any:
         raise WeightsIntegrityError(f"{what} ({path}) is not readable JSON: {exc}") from None
 
 
-def _resolve_local(path: Path, components: Sequence[str] | None) -> ResolvedRelease:
+def _resolve_local(path: Path, components: Sequence[str] | None, sha256: str | None = None) -> ResolvedRelease:
     if path.is_dir():
+        if sha256 is not None:
+            raise _hash_of_a_release(str(path), f"release folder, checked against its {RELEASE_FILENAME}")
         release_json = path / RELEASE_FILENAME
         if not release_json.is_file():
             found = sorted(p.name for p in path.glob("*.safetensors"))
@@ -399,11 +512,47 @@ def _resolve_local(path: Path, components: Sequence[str] | None) -> ResolvedRele
     _refuse_pickle(path.name)
     if path.suffix != ".safetensors":
         raise WeightsIntegrityError(f"{path}: expected a .safetensors file or a release folder")
-    return _resolve_single_file(path)
+    return _resolve_single_file(path, sha256)
 
 
-def _resolve_single_file(path: Path, expected: str | None = None, size: int | None = None) -> ResolvedRelease:
-    """One safetensors file: a component (named by metadata, file name or keys) or a whole model."""
+def _hash_of_a_release(weights: str, what: str) -> ValueError:
+    return ValueError(
+        f"sha256= (or '#sha256=') checks one bare .safetensors file, but {weights!r} is a {what}. "
+        "Drop the sha256, or point weights= at the .safetensors file itself."
+    )
+
+
+def _split_sha256(weights: str, sha256: str | None) -> tuple[str, str | None]:
+    """Split ``FILE#sha256=<hex>`` and reconcile it with the ``sha256=`` argument."""
+    given = None if sha256 is None else str(sha256).strip().lower()
+    if _SHA256_FRAGMENT in weights:
+        weights, _, fragment = weights.rpartition(_SHA256_FRAGMENT)
+        fragment = fragment.strip().lower()
+        if given is not None and given != fragment:
+            raise ValueError(f"two different sha256 given: {fragment!r} after '#sha256=' and sha256={given!r}")
+        given = fragment
+    if given is not None and not _SHA256_HEX.match(given):
+        raise ValueError(f"a sha256 must be 64 hex digits (what `sha256sum FILE` prints), got {given!r}")
+    return weights, given
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning issued by our caller at the first frame outside mcjepa."""
+    package = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(2), 2
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _resolve_single_file(
+    path: Path, expected: str | None = None, size: int | None = None, source: str | None = None
+) -> ResolvedRelease:
+    """One safetensors file: a component (named by metadata, file name or keys) or a whole model.
+
+    Checked against ``expected`` when given, else against a sibling ``release.json`` that lists
+    it; otherwise it is read unverified and an :class:`UnverifiedWeightsWarning` says so."""
+    source = source or str(path)
     sibling = path.parent / RELEASE_FILENAME
     entry: dict[str, Any] | None = None
     if expected is None and sibling.is_file():
@@ -422,7 +571,8 @@ def _resolve_single_file(path: Path, expected: str | None = None, size: int | No
                 )
     if not path.is_file():
         raise WeightsUnavailableError(f"{path} does not exist")
-    _verify_file(path, expected, size, "weights file")  # header check before we read its keys
+    # header check before we read its keys
+    _verify_file(path, expected, size, "weights file", _REDO if expected is None else _REDO_GIVEN)
     with safe_open(str(path), framework="pt") as fh:
         keys = list(fh.keys())
         meta = fh.metadata() or {}
@@ -451,12 +601,21 @@ def _resolve_single_file(path: Path, expected: str | None = None, size: int | No
         if comp not in COMPONENTS:
             raise WeightsIntegrityError(f"{path}: unknown component {comp!r}; expected one of {list(COMPONENTS)}")
         comps = [comp]
+    if expected is None:
+        warnings.warn(
+            f"{source} was NOT verified: a bare .safetensors file has no {RELEASE_FILENAME} listing its sha256, "
+            "so a corrupted or swapped file would go unnoticed. To check it, pass "
+            f"weights='{source}#sha256=<hex>' or sha256='<hex>' (`sha256sum {path}` prints the hex), "
+            "or load the release folder it came from.",
+            UnverifiedWeightsWarning,
+            stacklevel=_user_stacklevel(),
+        )
     return ResolvedRelease(
         config=config,
         files={c: path for c in comps},
         expected={c: expected for c in comps},
         sizes={c: size for c in comps},
-        source=str(path),
+        source=source,
         prefixes=prefixes,
     )
 
@@ -471,20 +630,28 @@ def _parse_hf(spec: str) -> tuple[str, str | None]:
 
 def _hf_download(repo_id: str, filename: str, revision: str | None) -> Path:
     rev = f"@{revision}" if revision else ""
+    flags = _offline_flags()
+    if flags:
+        # a pure cache lookup: hf_hub_download, even with local_files_only, may contact the Hub
+        # (its user-agent code fetches a registry) unless huggingface_hub itself was imported offline
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+        if isinstance(found, str):
+            return Path(found)
+        get = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "") + " --local-dir DIR"
+        raise WeightsUnavailableError(
+            f"cannot get {filename} of hf://{repo_id}{rev}: {_offline_is_on(flags)} and it is not in the "
+            f"Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE}). Unset {' and '.join(flags)} to "
+            "download it, or pass weights= a local release folder or .safetensors file (on a connected machine "
+            f"`{get}`, copy DIR here and pass weights='DIR')."
+        ) from None
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as exc:
-        offline = huggingface_hub.constants.is_offline_mode()
+        cache = huggingface_hub.constants.HF_HUB_CACHE
         raise WeightsUnavailableError(
-            f"cannot get {filename} of hf://{repo_id}{rev}: "
-            + (
-                "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"
-                if offline
-                else "it is not in the Hugging Face cache and the Hub could not be reached"
-            )
-            + f" (cache: {huggingface_hub.constants.HF_HUB_CACHE}). "
-            + ("Unset HF_HUB_OFFLINE to download it, " if offline else "Connect to the internet, ")
-            + f"or pass weights= a local release folder or .safetensors file. ({type(exc).__name__})"
+            f"cannot get {filename} of hf://{repo_id}{rev}: it is not in the Hugging Face cache and the Hub "
+            f"could not be reached (cache: {cache}). Connect to the internet, or pass weights= a local release "
+            f"folder or .safetensors file. ({type(exc).__name__})"
         ) from None
     except hf_errors.RepositoryNotFoundError:
         raise WeightsUnavailableError(
@@ -506,15 +673,42 @@ def _hf_download(repo_id: str, filename: str, revision: str | None) -> Path:
 
 
 def _resolve_manifest_entry(name: str, entry: dict[str, Any], components: Sequence[str] | None) -> ResolvedRelease:
+    """A manifest entry: a published one from the Hub at its pinned commit, a local one (written
+    by ``mcjepa-export --update-manifest``) from its ``url``; every file is checked against the
+    entry's own sha256 and size."""
     where = f"{MANIFEST_FILENAME}[{name!r}]"
     repo_id, revision = entry.get("repo_id"), entry.get("revision")
-    if not repo_id:
-        raise WeightsUnavailableError(f"{where} has no repo_id: it describes a local release that was not published")
+    if repo_id:
 
-    def locate(filename: str) -> Path:
-        return _hf_download(repo_id, filename, revision)
+        def locate(filename: str) -> Path:
+            return _hf_download(repo_id, filename, revision)
 
-    return _release_from_entry(entry, where, locate, f"hf://{repo_id}@{revision}", components)
+        return _release_from_entry(entry, where, locate, f"hf://{repo_id}@{revision}", components)
+    url = entry.get("url")
+    if not url:
+        raise WeightsUnavailableError(
+            f"{where} has neither repo_id nor url: it describes a local release that was not published and "
+            "does not say where it is. Pass its folder as weights='path/to/release', or re-export it with "
+            "mcjepa-export --update-manifest."
+        )
+    entry = _check_entry(entry, where)
+    parsed = urllib.parse.urlparse(str(url))
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        folder = Path(urllib.request.url2pathname(parsed.path))
+
+        def locate(filename: str) -> Path:
+            return folder / filename
+
+    elif parsed.scheme in ("http", "https"):
+        base = str(url).rstrip("/")
+
+        def locate(filename: str) -> Path:
+            info = next(i for i in entry["files"].values() if i["filename"] == filename)
+            return _download(f"{base}/{filename}", info.get("sha256"), info.get("size"))
+
+    else:
+        raise WeightsIntegrityError(f"{where}: url must be a file:// or https:// URL of a release folder, got {url!r}")
+    return _release_from_entry(entry, where, locate, str(url), components)
 
 
 def _resolve_hf(spec: str, components: Sequence[str] | None) -> ResolvedRelease:
@@ -554,12 +748,14 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
     if target.is_file() and not refresh:
         if expected is None or sha256_file(target) == expected:
             return target
-    if _offline():
+    flags = _offline_flags()
+    if flags:
         if target.is_file():
             return target
         raise WeightsUnavailableError(
-            f"cannot download {url}: offline mode is on (HF_HUB_OFFLINE / MCJEPA_OFFLINE) and it is not cached "
-            f"in {target.parent}. Unset the offline flag, or pass weights= a local release folder or .safetensors file."
+            f"cannot download {url}: {_offline_is_on(flags)} and it is not cached in {target.parent}. "
+            f"Unset {' and '.join(flags)} to download it, or download it on a connected machine, copy it here and "
+            "pass weights= the local release folder or .safetensors file (FILE#sha256=<hex> to check a bare file)."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
@@ -595,7 +791,7 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
         Path(tmp).unlink(missing_ok=True)
 
 
-def _resolve_url(url: str, components: Sequence[str] | None) -> ResolvedRelease:
+def _resolve_url(url: str, components: Sequence[str] | None, sha256: str | None = None) -> ResolvedRelease:
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":
         local = Path(urllib.request.url2pathname(parsed.path))
@@ -603,11 +799,13 @@ def _resolve_url(url: str, components: Sequence[str] | None) -> ResolvedRelease:
             raise ValueError(f"{url!r}: only local file:// URLs are supported")
         if not local.exists():
             raise WeightsUnavailableError(f"{url} does not exist. {_WHAT_TO_DO}")
-        return _resolve_local(local, components)
+        return _resolve_local(local, components, sha256)
     _refuse_pickle(parsed.path)
     if parsed.path.endswith(".safetensors"):
-        return _resolve_single_file(_download(url))
+        return _resolve_single_file(_download(url, sha256), sha256, source=url)
     base = url.rstrip("/")
+    if sha256 is not None:
+        raise _hash_of_a_release(url, f"release URL, checked against its {RELEASE_FILENAME}")
     release_json = _download(f"{base}/{RELEASE_FILENAME}", refresh=True)
     entry = _read_json(release_json, f"{RELEASE_FILENAME} of {base}")
     entry = _check_entry(entry, f"{base}/{RELEASE_FILENAME}")
@@ -619,27 +817,36 @@ def _resolve_url(url: str, components: Sequence[str] | None) -> ResolvedRelease:
     return _release_from_entry(entry, f"{base}/{RELEASE_FILENAME}", locate, base, components)
 
 
-def resolve(weights: str | os.PathLike, components: Sequence[str] | None = None) -> ResolvedRelease:
+def resolve(
+    weights: str | os.PathLike, components: Sequence[str] | None = None, *, sha256: str | None = None
+) -> ResolvedRelease:
     """Find (downloading if needed) the files of ``weights`` and return them with their expected
     digests, without reading them. See the module docstring for the accepted forms.
 
-    ``components`` limits which files are fetched (``None``: all the release lists).
+    ``components`` limits which files are fetched (``None``: all the release lists). ``sha256``
+    (or a ``#sha256=<hex>`` suffix of ``weights``) is the expected digest of a bare
+    ``.safetensors`` file; releases carry their own.
     """
     if isinstance(weights, os.PathLike):
         weights = os.fspath(weights)
     if not isinstance(weights, str) or not weights:
         raise TypeError(f"weights must be a non-empty str or path, got {weights!r}")
+    weights, sha256 = _split_sha256(weights, sha256)
     if weights.startswith("hf://"):
+        if sha256 is not None:
+            raise _hash_of_a_release(weights, f"Hugging Face release, checked against its {RELEASE_FILENAME}")
         return _resolve_hf(weights, components)
     if re.match(r"^(https?|file)://", weights):
-        return _resolve_url(weights, components)
+        return _resolve_url(weights, components, sha256)
     path = Path(weights).expanduser()
     if weights.lower().endswith(PICKLE_SUFFIXES):
         _refuse_pickle(weights)
     if path.exists():
-        return _resolve_local(path, components)
+        return _resolve_local(path, components, sha256)
     manifest = _try_manifest()
     if weights in manifest["models"]:
+        if sha256 is not None:
+            raise _hash_of_a_release(weights, f"key of {MANIFEST_FILENAME}, checked against its entry")
         return _resolve_manifest_entry(weights, manifest["models"][weights], components)
     known = sorted(manifest["models"]) or "none are published yet"
     raise WeightsUnavailableError(
@@ -651,34 +858,54 @@ def resolve(weights: str | os.PathLike, components: Sequence[str] | None = None)
 # --------------------------------------------------------------------------- verifying, loading
 
 
-def _verify_file(path: Path, expected: str | None, size: int | None, component: str) -> None:
-    """Check size, then sha256 (when known), then the safetensors header; raise on any mismatch."""
+def _verify_file(path: Path, expected: str | None, size: int | None, what: str, redo: str = _REDO) -> None:
+    """Check size, then sha256 (when known), then the safetensors header; raise on any mismatch.
+
+    ``what`` names the file in messages (``"encoder weights file"``); ``redo`` says what to do."""
     if not path.is_file():
-        raise WeightsUnavailableError(f"{component} weights file {path} does not exist")
+        raise WeightsUnavailableError(f"{what} {path} does not exist")
     actual_size = path.stat().st_size
-    redo = (
-        "Delete it and download it again (for the Hugging Face cache: `hf cache rm model/ORG/REPO`), "
-        "or re-create the release with mcjepa.weights.save_release."
-    )
     if size is not None and actual_size != size:
         raise WeightsIntegrityError(
-            f"{component} weights file {path} is {actual_size} bytes, expected {size} bytes "
+            f"{what} {path} is {actual_size} bytes, expected {size} bytes "
             f"({'truncated' if actual_size < size else 'too long'}). {redo}"
         )
     if expected is not None:
         actual = sha256_file(path)
         if actual != expected.lower():
             raise WeightsIntegrityError(
-                f"{component} weights file {path} has sha256 {actual}, expected {expected}: "
-                f"the file is corrupted or is not the release's file. {redo}"
+                f"{what} {path} has sha256 {actual}, expected {expected}: "
+                f"the file is corrupted or is not the expected file. {redo}"
             )
     try:
         with safe_open(str(path), framework="pt") as fh:
             fh.keys()
     except (SafetensorError, OSError, ValueError) as exc:
+        kind = _pickle_kind(path)
+        if kind:
+            raise WeightsIntegrityError(
+                f"{what} {path} is {kind}, not a safetensors file: a PyTorch checkpoint renamed to .safetensors. "
+                "Refusing to read it: pickles can run arbitrary code. Convert a model you trust with "
+                "mcjepa.weights.save_release(model, out_dir) and pass that folder as weights=."
+            ) from None
         raise WeightsIntegrityError(
-            f"{component} weights file {path} is not a valid safetensors file (truncated or corrupted: {exc}). {redo}"
+            f"{what} {path} is not a valid safetensors file (truncated or corrupted: {exc}). {redo}"
         ) from None
+
+
+def _pickle_kind(path: Path) -> str | None:
+    """What ``torch.save`` wrote, judged by the first bytes, or ``None``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            head += fh.read(2)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (what torch.save writes)"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return f"a pickle (protocol {head[1]}, what older torch.save writes)"
+    return None
 
 
 def read_component(release: ResolvedRelease, component: str, device: str | torch.device = "cpu") -> dict:
@@ -688,7 +915,7 @@ def read_component(release: ResolvedRelease, component: str, device: str | torch
             f"the release {release.source} has no {component!r} component; it holds {sorted(release.files)}"
         )
     path = release.files[component]
-    _verify_file(path, release.expected.get(component), release.sizes.get(component), component)
+    _verify_file(path, release.expected.get(component), release.sizes.get(component), f"{component} weights file")
     state = load_file(str(path), device=str(device))
     prefix = release.prefixes.get(component)
     if prefix:
@@ -745,6 +972,7 @@ def load_model(
     variant: str = "convnext_t",
     components: Sequence[str] = ("encoder", "flow_head"),
     map_location: str | torch.device = "cpu",
+    sha256: str | None = None,
 ) -> MCJEPA:
     """Return an :class:`MCJEPA` in eval mode holding ``components``, with weights when asked.
 
@@ -752,17 +980,28 @@ def load_model(
         weights: where the weights are (module docstring lists the forms); ``None``: none.
         pretrained: with ``weights=None``, load the published release of ``variant`` from
             ``weights_manifest.json`` (none is published yet: this raises
-            :class:`WeightsUnavailableError` saying what to do instead).
+            :class:`WeightsUnavailableError` saying what to do instead). Together with
+            ``weights`` it is a ``ValueError``.
         variant: the architecture when the release records none (a bare ``.safetensors`` file
             without metadata) and when no weights are loaded; a release's own config wins.
         components: which components to build and load (``"encoder"``, ``"flow_head"``,
             ``"expander"``); must include the encoder.
         map_location: the device the returned model lives on.
+        sha256: the expected sha256 (hex) of a bare ``.safetensors`` file given as ``weights``
+            (same as ``weights="FILE#sha256=<hex>"``). Without it such a file is read unverified,
+            with an :class:`UnverifiedWeightsWarning`; releases are always checked against their
+            own ``release.json`` or manifest entry.
     """
     components = tuple(components)
     bad = [c for c in components if c not in COMPONENTS]
     if bad or "encoder" not in components:
         raise ValueError(f"components must include 'encoder' and come from {list(COMPONENTS)}, got {components}")
+    if weights is not None and pretrained:
+        raise ValueError(
+            f"pretrained=True and weights={os.fspath(weights)!r} both name weights to load: pass one of them. "
+            "weights= loads exactly that release or file; pretrained=True (with weights=None) loads the "
+            f"published release of variant={variant!r} from {MANIFEST_FILENAME}."
+        )
     if weights is None and pretrained:
         key = _published_entry_for(variant)
         if key is None:
@@ -777,7 +1016,7 @@ def load_model(
         cfg = model_config(variant)
         model = MCJEPA(cfg, flow_head="flow_head" in components, expander="expander" in components)
         return model.to(map_location).eval()
-    release = resolve(weights, components=components)
+    release = resolve(weights, components=components, sha256=sha256)
     lacking = [c for c in components if c not in release.files]
     if lacking:
         raise WeightsUnavailableError(

@@ -22,7 +22,7 @@ from mcjepa.export import (
     readme_table_block,
     weights_table_markdown,
 )
-from mcjepa.weights import WeightsUnavailableError, load_manifest, load_model, sha256_file
+from mcjepa.weights import load_manifest, load_model, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
@@ -118,7 +118,17 @@ def exported(trained, tmp_path):
     manifest.write_text(json.dumps({"format_version": 1, "note": "t", "models": {"other": {"status": "local"}}}))
     out = tmp_path / "release"
     rc = export_main(
-        [str(run), "--out", str(out), "--name", "micro-test", "--eval-results", str(evals), "--manifest", str(manifest)]
+        [
+            str(run),
+            "--out",
+            str(out),
+            "--name",
+            "micro-test",
+            "--eval-results",
+            str(evals),
+            "--update-manifest",
+            str(manifest),
+        ]
     )
     assert rc == 0
     return out, manifest
@@ -142,7 +152,7 @@ def test_export_writes_release_card_and_manifest(capsys, exported):
     entry = json.loads((out / "release.json").read_text())
     manifest = load_manifest(manifest_path)
     assert set(manifest["models"]) == {"other", "micro-test"}  # other entries kept
-    assert manifest["models"]["micro-test"] == entry
+    assert manifest["models"]["micro-test"] == dict(entry, url=out.resolve().as_uri())  # where it is
     assert entry["status"] == "local" and entry["name"] == "micro-test" and entry["variant"] == "micro"
     assert entry["trained_on"] == "demo" and entry["metadata"]["steps"] == 20
     assert entry["metrics"] == {"trained_epe": 1.25, "untrained_epe": 3.5, "flow.sintel-clean.epe_pooled": 9.5}
@@ -179,10 +189,9 @@ def test_every_weights_form_is_bit_identical(exported, frames, reference, tmp_pa
     enc = load_model(out / "encoder.safetensors", components=("encoder",))  # one component file
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(enc.encoder(frames[0]), reference[1]))
-    # the manifest key of a local entry says it is not published
+    # the manifest key of a local entry loads the folder its url names
     monkeypatch.setenv("MCJEPA_MANIFEST", str(manifest_path))
-    with pytest.raises(WeightsUnavailableError, match="local release that was not published"):
-        load_model("micro-test")
+    _same(load_model("micro-test"), frames, reference)
     # once published (what mcjepa-publish records), the key and hf:// load through the HF cache, offline
     entry = json.loads((out / "release.json").read_text())
     merge_manifest_entry("micro-test", dict(entry, repo_id=REPO, revision=SHA, status="published"), manifest_path)
@@ -204,7 +213,7 @@ def test_every_weights_form_is_bit_identical(exported, frames, reference, tmp_pa
 def test_checkpoint_file_and_expander(trained, tmp_path):
     run = write_run(tmp_path / "run", trained, steps=(5,))
     ckpt = run / "checkpoints" / "ckpt_000000005.pt"
-    entry = export_release(ckpt, tmp_path / "rel", with_expander=True, update_manifest=False)
+    entry = export_release(ckpt, tmp_path / "rel", with_expander=True)
     assert set(entry["files"]) == {"encoder", "flow_head", "expander"}
     model = load_model(tmp_path / "rel", components=("encoder", "flow_head", "expander"))
     for k, v in trained.expander.state_dict().items():
@@ -224,7 +233,7 @@ def test_export_errors(trained, tmp_path, capsys):
     payload["model"] = {k: v for k, v in payload["model"].items() if not k.startswith("flow_head.")}
     torch.save(payload, ckpt)
     with pytest.raises(ExportError, match="missing .*flow_head"):
-        export_release(run, tmp_path / "x", update_manifest=False)
+        export_release(run, tmp_path / "x")
 
 
 def test_eval_results_of_a_random_model_are_refused(tmp_path):

@@ -102,7 +102,7 @@ ok = torch.zeros(3, 40, 40, dtype=torch.uint8)
         (torch.zeros(3, 31, 40), torch.zeros(3, 31, 40), "at least 32x32 pixels, got 31x40"),
         (torch.full((3, 40, 40), float("nan")), ok, "image1 contains NaN or infinite"),
         (ok, torch.full((3, 40, 40), float("inf")), "image2 contains NaN or infinite"),
-        (torch.full((3, 40, 40), 255.0), ok, r"must lie in \[0, 1\], got values in \[255, 255\]"),
+        (torch.full((3, 40, 40), 255.0), ok, r"must lie in \[0, 1\], but the min is 255.0 and the max is 255.0"),
         (torch.full((3, 40, 40), -0.5), ok, r"must lie in \[0, 1\]"),
         (torch.zeros(3, 40, 40, dtype=torch.int64), ok, "uint8 .0-255. or floating point.*got dtype torch.int64"),
         (np.zeros((40, 40, 3), np.uint16), ok, "got dtype torch.uint16"),
@@ -160,6 +160,7 @@ def test_load_with_weights_delegates_to_weights_module(monkeypatch):
         "variant": "micro",
         "components": ("encoder", "flow_head"),
         "map_location": torch.device("cpu"),
+        "sha256": None,
     }
 
 

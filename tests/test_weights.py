@@ -26,6 +26,9 @@ from mcjepa.weights import (
     save_release,
 )
 
+# bare .safetensors files are loaded on purpose here; tests/test_bad_input_weights.py checks the warning
+pytestmark = pytest.mark.filterwarnings("ignore::mcjepa.weights.UnverifiedWeightsWarning")
+
 REV = "0123456789abcdef0123456789abcdef01234567"
 REPO = "org/mcjepa-micro"
 

@@ -205,6 +205,7 @@ def _load(args: argparse.Namespace, components: tuple[str, ...], device: torch.d
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("default", message=".* was NOT verified")  # an unhashed weights file shows
         model = load_for_eval(args.weights, args.variant, args.pretrained, components, device)
     if args.weights is None and not args.pretrained:
         print(f"note: no --weights: evaluating a randomly initialised {args.variant!r} (a reference, not a result)")

@@ -14,8 +14,10 @@ examples:
   mcjepa-export runs/paper/checkpoints/ckpt_000100000.pt --out releases/mcjepa-convnext-t \\
       --eval-results sintel.json kitti.json --name mcjepa-convnext-t
 
-The entry is merged into weights_manifest.json with status "local"; `mcjepa-publish` uploads the
-folder to the Hugging Face Hub and pins the entry to the resulting commit.
+The release's release.json is its manifest entry; no manifest is changed unless you ask:
+--update-manifest PATH merges the entry into PATH (e.g. weights_manifest.json) with status "local"
+and the folder's file:// URL, so that weights="NAME" loads it. `mcjepa-publish` uploads the folder
+to the Hugging Face Hub and pins the repository manifest's entry to the resulting commit.
 """
 
 
@@ -32,8 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-results", nargs="+", default=[], metavar="JSON", help="mcjepa-eval result files")
     p.add_argument("--name", default=None, help="manifest key (default: the --out folder name)")
     p.add_argument("--license", default="MIT", help="license of the weights (default MIT)")
-    p.add_argument("--manifest", default=None, help="manifest to update (default: the repository's)")
-    p.add_argument("--no-manifest", action="store_true", help="do not touch the manifest")
+    p.add_argument(
+        "--update-manifest",
+        "--manifest",  # the old spelling, kept for scripts
+        dest="update_manifest",
+        default=None,
+        metavar="PATH",
+        help="also merge the entry into this manifest under --name (default: no manifest is changed)",
+    )
+    p.add_argument("--no-manifest", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
     p.add_argument("--force", action="store_true", help="replace a published manifest entry of the same name")
     return p
 
@@ -44,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.no_manifest and args.update_manifest:
+        print("mcjepa-export: error: --no-manifest contradicts --update-manifest", file=sys.stderr)
+        return 2
     from ..export import ExportError, export_release
 
     try:
@@ -54,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_results=args.eval_results,
             name=args.name,
             license=args.license,
-            manifest=args.manifest,
-            update_manifest=not args.no_manifest,
+            manifest=args.update_manifest,
             force=args.force,
         )
     except (ExportError, FileNotFoundError, ValueError, RuntimeError) as err:
@@ -63,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     shown = {k: entry[k] for k in ("name", "variant", "status", "license", "files", "metrics") if k in entry}
     print(json.dumps(shown, indent=2))
-    print(f"release written to {args.out}", file=sys.stderr)
+    print(f"release written to {args.out} (its release.json is the manifest entry)", file=sys.stderr)
+    if args.update_manifest:
+        print(f"entry {entry['name']!r} merged into {args.update_manifest}", file=sys.stderr)
+    else:
+        print("no manifest changed; --update-manifest PATH would add the entry to PATH", file=sys.stderr)
     return 0
 
 

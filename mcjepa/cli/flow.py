@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         untrained = args.weights is None and not args.pretrained
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the untrained warning is printed below instead
+            warnings.filterwarnings("default", message=".* was NOT verified")  # but an unhashed weights file shows
             model = flow.load(args.weights, pretrained=args.pretrained, variant=args.variant, device=device)
         if args.bf16 and device.type != "cuda":
             print(f"note: --bf16 needs CUDA; running in float32 on {device}")
