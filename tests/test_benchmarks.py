@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 
 import pytest
 import torch
 
-from benchmarks import breakdown, flow_inference, ops, scaling, training_step
+from benchmarks import breakdown, flow_inference, gpu_suite, ops, scaling, training_step
 from benchmarks.common import build_variant, measure, parse_size, resolve_device
 from mcjepa.ops import local_correlation, local_correlation_reference
 from mcjepa.ops_fast import local_correlation_tiled
@@ -146,3 +148,96 @@ def test_flow_inference_flops_only_counts_on_meta():
     assert "median_ms" not in data["results"][0]
     assert g[("micro", 2)] == pytest.approx(2 * g[("micro", 1)])  # FLOPs are linear in the batch
     assert 0 < g[("micro+s4", 1)] < g[("micro", 1)]  # stopping at stride 4 skips the finest level
+
+
+def test_gpu_suite_quick_writes_every_file(tmp_path, monkeypatch):
+    # the whole suite, --quick on CPU, in this process (a fresh interpreter per part costs ~10 s
+    # here); test_gpu_suite_runs_a_part_in_its_own_process covers the default, one process per part
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    summary = gpu_suite.main(["--quick", "--device", "cpu", "--in-process", "--out-dir", str(tmp_path)])
+    assert summary["ok"], summary
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert [p["part"] for p in on_disk["parts"]] == list(gpu_suite.PARTS)
+    for part in on_disk["parts"]:
+        assert part["status"] == "ok" and part["wall_s"] > 0 and part["file"] == gpu_suite.FILES[part["part"]]
+        data = _load(tmp_path / part["file"])
+        assert data["benchmark"] == part["part"] and data["results"]
+        assert data["args"]["complete"] and data["args"]["done"] == data["args"]["items"]
+    rows = {r["model"]: r for r in _load(tmp_path / "flow_inference.json")["results"]}
+    assert set(rows) == {"micro", "raft_small", "raft_large"}  # one call per model, ratios added over all
+    assert rows["micro"]["x_vs_raft_large"] == pytest.approx(
+        rows["raft_large"]["median_ms"] / rows["micro"]["median_ms"]
+    )
+    assert {r["mode"] for r in _load(tmp_path / "training_step.json")["results"]} == set(training_step.MODES)
+    (mem,) = _load(tmp_path / "memory_1080p.json")["results"]
+    assert mem["dtype"] == "bf16" and mem["batch"] == 1 and "memory_mib" in mem
+    diff = {r["compare"]: r for r in _load(tmp_path / "bf16_vs_fp32.json")["results"]}
+    bf16 = diff["bf16 autocast vs strict fp32"]
+    assert 0 < bf16["mean_abs_diff_px"] <= bf16["max_abs_diff_px"] < bf16["ref_max_magnitude_px"]
+    assert bf16["ref_mean_magnitude_px"] > 0  # the zero-initialised predictors were randomised
+    assert diff["estimate vs forward, both strict fp32"]["max_abs_diff_px"] < 1e-4
+    assert "skipped" in diff["bf16=True vs strict fp32"]  # flow.estimate's bf16 is CUDA-only
+
+
+def test_gpu_suite_runs_a_part_in_its_own_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    summary = gpu_suite.main(["--quick", "--device", "cpu", "--parts", "bf16_vs_fp32", "--out-dir", str(tmp_path)])
+    (part,) = summary["parts"]
+    assert part["status"] == "ok", part
+    assert "wrote" in (tmp_path / part["log"]).read_text()
+    assert _load(tmp_path / "bf16_vs_fp32.json")["results"]
+
+
+def test_gpu_suite_one_failing_part_does_not_stop_the_others(tmp_path, monkeypatch):
+    def broken(device, quick, weights):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setitem(gpu_suite.BUILDERS, "flow_inference", broken)
+    (tmp_path / "flow_inference.json").write_text("{}")  # a previous run's file is not reported as this one's
+    summary = gpu_suite.main(["--quick", "--device", "cpu", "--in-process", "--parts", "flow_inference",
+                              "bf16_vs_fp32", "--out-dir", str(tmp_path)])  # fmt: skip
+    failed, ok = summary["parts"]
+    assert failed["status"] == "error" and "RuntimeError: simulated failure" in failed["message"]
+    assert "flow_inference.json was not written" in failed["message"]
+    assert ok["status"] == "ok" and not summary["ok"]
+
+
+def test_gpu_suite_time_limits(tmp_path, monkeypatch):
+    # past the suite's deadline no part starts
+    summary = gpu_suite.main(["--device", "cpu", "--in-process", "--deadline-s", "0", "--out-dir", str(tmp_path)])
+    assert all(p["status"] == "error" and p["message"].startswith("not started") for p in summary["parts"])
+    # a part's process is killed at its budget
+    rc, crash = gpu_suite._run_child([sys.executable, "-c", "import time; time.sleep(60)"], 1.0, tmp_path / "x.log")
+    assert rc != 0 and crash == "killed at its 1 s budget"
+
+    # an item starts only while the time left exceeds the longest item so far
+    def item():
+        time.sleep(0.6)
+        return [{"x": 1}]
+
+    part = gpu_suite.Part(items=[("slow", item), ("next", item)], settings={})
+    monkeypatch.setitem(gpu_suite.BUILDERS, "flow_inference", lambda device, quick, weights: part)
+    assert gpu_suite.run_part("flow_inference", tmp_path, "cpu", True, time.time() + 1.0, None) == 3
+    rec = json.loads((tmp_path / "flow_inference.json").read_text())["args"]
+    assert rec["done"] == ["slow"] and rec["skipped"] == ["next"] and not rec["complete"]
+    status = gpu_suite._status(tmp_path / "flow_inference.json", 3, None)
+    assert status == {"status": "error", "message": "time budget: skipped next"}
+
+
+def test_gpu_suite_full_settings_are_the_asked_shapes():
+    # the non-quick argv (what a GPU task runs) parses with each module's own parser
+    parts = {name: gpu_suite.BUILDERS[name]("cuda", False, None) for name in gpu_suite.PARTS}
+    fi = parts["flow_inference"]
+    assert [label for label, _ in fi.items] == ["convnext_t", "raft_small", "raft_large"]
+    a = flow_inference.build_parser().parse_args(fi.settings["argv"])
+    assert (a.sizes, a.batch, a.dtype, a.device) == ([(448, 1024)], [1, 8], ["fp32", "bf16"], "cuda")
+    assert (a.raft_small_iters, a.raft_large_iters) == (12, 32)
+    t = training_step.build_parser().parse_args(parts["training_step"].settings["argv"])
+    assert (t.variant, t.dtype, t.content_batch, t.content_size, t.motion_batch, t.motion_size) == (
+        "convnext_t", "bf16", 48, 224, 1, (384, 832)
+    )  # fmt: skip
+    m = scaling.build_parser().parse_args(parts["memory_1080p"].settings["argv"])
+    assert (m.sizes, m.models, m.batch, m.dtype) == (["1080x1920"], ["convnext_t"], 1, "bf16")
+    assert parts["bf16_vs_fp32"].settings["variant"] == "convnext_t"
+    assert parts["bf16_vs_fp32"].settings["size"] == "448x1024"
+    assert sum(gpu_suite.BUDGET_S.values()) <= gpu_suite.DEADLINE_S < 8 * 60
