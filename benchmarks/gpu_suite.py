@@ -280,7 +280,7 @@ def run_part(name: str, out_dir: Path, device_name: str, quick: bool, deadline: 
         try:
             rows.extend(fn())
             done.append(label)
-        except Exception as exc:  # noqa: BLE001 - one failing item must not lose the others' rows
+        except (Exception, SystemExit) as exc:  # one failing item must not lose the others' rows
             traceback.print_exc()
             errors.append({"item": label, "error": f"{type(exc).__name__}: {exc}"})
             _free_cuda()
@@ -351,7 +351,7 @@ def _run_inline(
     """Run one part in this process (``--in-process``); an exception becomes a crash note."""
     try:
         return run_part(name, out_dir, device, quick, time.time() + budget, weights), None
-    except Exception as exc:  # noqa: BLE001 - one failing part must not stop the others
+    except (Exception, SystemExit) as exc:  # one failing part must not stop the others (argparse exits)
         traceback.print_exc()
         _free_cuda()
         return 1, f"{type(exc).__name__}: {exc}"
