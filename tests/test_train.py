@@ -187,6 +187,52 @@ def test_pixel_losses_train_the_backward_flow_only_when_both_directions_are_on(b
     assert not torch.isclose(forward, backward)  # the two directions really differ
 
 
+@pytest.mark.parametrize("both", [True, False])
+def test_feature_regression_covers_the_backward_flow_only_when_both_directions_are_on(both):
+    """With loss.reg_both_directions L_reg is the mean of frame t+1's features predicted from
+    frame t's by the forward flow and frame t's predicted from frame t+1's by the backward flow;
+    the seed's form (false) is the forward one alone. Checked against losses.feature_regression_loss
+    called by hand, and by which flow receives L_reg's gradient."""
+    from mcjepa import losses
+    from mcjepa.model import build_model
+    from mcjepa.train.objective import MCJEPAObjective
+    from mcjepa.train.schedule import StepPlan
+
+    torch.manual_seed(0)
+    cfg = load_config("demo", [f"loss.reg_both_directions={str(both).lower()}"]).loss
+    objective = MCJEPAObjective(build_model("micro", expander=True), cfg)
+    with torch.no_grad():  # non-zero flows
+        objective.model.flow_head.decoder.predict_flow.bias.fill_(1.0)
+    frames = (torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    plan = StepPlan(content=False, motion=True, vc=False, occlusion=False, detach_encoder_for_motion=False)
+    captured = {}
+    original = objective.model.flow_both_ways
+
+    def capture(*args, **kwargs):
+        captured["flows"] = out = original(*args, **kwargs)
+        for f in out.forward.level_flows + out.backward.level_flows:
+            f.retain_grad()
+        return out
+
+    objective.model.flow_both_ways = capture
+    out = objective.motion_losses(*frames, plan)
+    flows = captured["flows"]
+    weights = objective.reg_weights
+
+    def reg(src, tgt, head_out):
+        kwargs = dict(mask_out_of_image=cfg.reg_mask_out_of_image, feature_norm=cfg.feature_loss_norm)
+        return losses.feature_regression_loss(src, tgt, head_out.level_flows, head_out.levels, weights, **kwargs)
+
+    with torch.no_grad():
+        forward = reg(flows.feats1, flows.feats2, flows.forward)
+        backward = reg(flows.feats2, flows.feats1, flows.backward)
+    torch.testing.assert_close(out["reg"].detach(), 0.5 * (forward + backward) if both else forward)
+    assert not torch.isclose(forward, backward)
+    out["reg"].backward()
+    backward_grad = sum(f.grad.abs().sum() for f in flows.backward.level_flows if f.grad is not None)
+    assert (backward_grad > 0) == both
+
+
 def test_short_run_learns_flow_on_held_out_synthetic_pairs(tmp_path):
     """The pixel-loss learning test: 120 self-supervised steps of `flow-demo` (about a minute on 2
     CPU cores) take the held-out EPE from the untrained model's (zero flow: the output convs start
@@ -306,3 +352,19 @@ def latest_step(run_dir) -> int:
     from mcjepa.train.checkpoint import latest_checkpoint
 
     return int(torch.load(latest_checkpoint(run_dir), weights_only=True)["step"])
+
+
+def test_flow_consistency_stats_tell_opposite_flows_from_a_shared_drift():
+    """diag_fwd_bwd_cos is -1 for a backward flow that undoes the forward one, +1 when both drift
+    the same way (the state in which the occlusion check rejects every pixel); diag_visible is the
+    mask's mean, or 1 without a mask."""
+    from mcjepa.train.diagnostics import flow_consistency_stats
+
+    fwd = torch.randn(2, 2, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, :2] = 1.0  # a quarter of the pixels kept
+    opposite = flow_consistency_stats(fwd, -fwd, mask)
+    assert opposite["diag_fwd_bwd_cos"].item() == pytest.approx(-1.0)
+    assert opposite["diag_visible"].item() == pytest.approx(0.25)
+    same = flow_consistency_stats(fwd, fwd.clone(), None)
+    assert same["diag_fwd_bwd_cos"].item() == pytest.approx(1.0) and same["diag_visible"].item() == 1.0
