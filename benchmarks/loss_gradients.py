@@ -13,6 +13,15 @@ only where visible, so the backward flow is the model's own estimate).
 
     python -m benchmarks.loss_gradients --weights runs/demo/release --pairs 16 --size 96 128
 
+``--zero-flow`` asks what an untrained head (which predicts exactly zero) is taught first: L_reg's
+descent direction at zero flow for the forward flow (frame t+1 onto t) and the backward flow
+(frame t onto t+1), per level, with the cosine between the two (a motion signal gives about -1,
+since the true backward flow undoes the forward one; a push shared by both flows gives > 0), the
+cosine of the forward one with the true flow, and each one's mean vector (level pixels per unit
+loss):
+
+    python -m benchmarks.loss_gradients --zero-flow --norm standardize --pairs 8 --size 64 96
+
 Prints a table and, with ``--out``, writes JSON.
 """
 
@@ -84,6 +93,37 @@ def alignment(model, batch: dict[str, torch.Tensor], noise: float, seed: int, se
     return out
 
 
+def zero_flow_drift(model, batch: dict[str, torch.Tensor], settings: dict) -> dict[str, list]:
+    """Per level: L_reg's descent directions at zero flow, forward and backward (see module doc)."""
+    im1, im2 = batch["image1"], batch["image2"]
+    with torch.no_grad():
+        both = model.flow_both_ways(imagenet_normalize(im1), imagenet_normalize(im2))
+    feats1, feats2, levels = both.feats1, both.feats2, both.forward.levels
+    weights = [1.0] * len(feats1)
+
+    def descent(src, tgt):
+        flows = [torch.zeros_like(f).requires_grad_(True) for f in both.forward.level_flows]
+        loss = L.feature_regression_loss(src, tgt, flows, levels, weights, feature_norm=settings["norm"])
+        return [-g for g in torch.autograd.grad(loss, flows)]
+
+    fwd, bwd = descent(feats1, feats2), descent(feats2, feats1)
+    out: dict[str, list] = {
+        "levels": list(levels),
+        "cos_fwd_bwd": [],
+        "cos_fwd_truth": [],
+        "mean_fwd": [],
+        "mean_bwd": [],
+    }
+    for f, b in zip(fwd, bwd):
+        truth, vis = _level_truth(batch["flow"], batch["occlusion"], tuple(f.shape[-2:]))
+        out["cos_fwd_bwd"].append(float(F.cosine_similarity(f.reshape(1, -1), b.reshape(1, -1)).item()))
+        m = vis.expand_as(f)
+        out["cos_fwd_truth"].append(float(F.cosine_similarity(f[m].view(1, -1), truth[m].view(1, -1)).item()))
+        out["mean_fwd"].append([round(float(v), 6) for v in f.mean(dim=(0, 2, 3))])
+        out["mean_bwd"].append([round(float(v), 6) for v in b.mean(dim=(0, 2, 3))])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", default=None, help="release folder (default: an untrained micro model)")
@@ -92,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--motion", default="rich")
     p.add_argument("--noise", type=float, default=0.5, help="level pixels of noise added to the truth")
     p.add_argument("--norm", default="none", help="feature_norm of the losses: none | standardize")
+    p.add_argument("--zero-flow", action="store_true", help="L_reg's push on an untrained head (module doc)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.weights:
@@ -104,6 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     data = SyntheticFlowDataset(args.pairs, tuple(args.size), seed=777, motion=args.motion)
     items = [data[i] for i in range(args.pairs)]
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    if args.zero_flow:
+        res = zero_flow_drift(model, batch, {"norm": args.norm})
+        print("L_reg at zero flow: descent directions per level (cos fwd/bwd > 0: a push shared by both flows)")
+        for i, lvl in enumerate(res["levels"]):
+            print(
+                f"stride {(2, 4, 4, 8, 16, 32)[lvl]:>2}: cos(fwd, bwd) {res['cos_fwd_bwd'][i]:+.3f}  "
+                f"cos(fwd, truth) {res['cos_fwd_truth'][i]:+.3f}  mean fwd {res['mean_fwd'][i]}  "
+                f"mean bwd {res['mean_bwd'][i]}"
+            )
+        if args.out:
+            with open(args.out, "w") as fh:
+                json.dump({"args": vars(args), **res}, fh, indent=2)
+        return 0
     res = alignment(model, batch, args.noise, 0, {"norm": args.norm})
     strides = [(2, 4, 4, 8, 16, 32)[lvl] for lvl in res["levels"]]
     print("cosine(-dL/df, f_true - f) per level (positive = towards the truth)")
