@@ -158,7 +158,7 @@ def export_onnx(
     weights: str | os.PathLike | None = None,
     variant: str = "convnext_t",
     exporter: str = "torchscript",
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
     sample_size: tuple[int, int] = (64, 96),
     check: bool = True,
     atol: float = DEFAULT_ATOL,
@@ -172,7 +172,8 @@ def export_onnx(
         model: an :class:`~mcjepa.model.MCJEPA` with a flow head; or give ``weights`` (any
             form :func:`mcjepa.flow.load` takes); with neither, an untrained ``variant``.
         exporter: ``"torchscript"`` (default) or ``"dynamo"`` (see the module docstring).
-        opset: ONNX opset (at least 16, for GridSample).
+        opset: ONNX opset, at least 16 (GridSample); default :data:`DEFAULT_OPSET` (17) for
+            TorchScript, 18 for dynamo (the lowest it implements). The result gives the file's.
         sample_size: ``(H, W)`` of the tracing input, multiples of 32 (64 or more for dynamo).
         check: run the file in onnxruntime (CPU) on a random batch of two pairs at
             ``sample_size`` and on the built-in example pair (96x128), and compare with PyTorch.
@@ -189,6 +190,8 @@ def export_onnx(
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    if opset is None:
+        opset = DEFAULT_OPSET if exporter == "torchscript" else 18
     if int(opset) != opset or opset < 16:
         raise ValueError(f"opset must be an integer >= 16 (GridSample), got {opset}")
     h, w = (int(s) for s in sample_size)
@@ -243,7 +246,9 @@ def export_onnx(
     seconds = time.perf_counter() - start
     onnx = _require("onnx")
     onnx.checker.check_model(str(path))
-    result = OnnxExportResult(path, exporter, int(opset), dynamic_axes, seconds)
+    proto = onnx.load(str(path))
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), int(opset))
+    result = OnnxExportResult(path, exporter, int(written), dynamic_axes, seconds)
     if _is_untrained(model):
         result.notes.append(
             "the flow head is untrained: its flow is exactly zero, so the checks compare zeros "

@@ -146,3 +146,32 @@ def test_flow_inference_flops_only_counts_on_meta():
     assert "median_ms" not in data["results"][0]
     assert g[("micro", 2)] == pytest.approx(2 * g[("micro", 1)])  # FLOPs are linear in the batch
     assert 0 < g[("micro+s4", 1)] < g[("micro", 1)]  # stopping at stride 4 skips the finest level
+
+
+def test_onnx_latency_times_both_runtimes_side_by_side(tmp_path):
+    pytest.importorskip("onnxruntime", reason='onnxruntime is not installed: pip install "mcjepa[onnx]"')
+    from benchmarks import onnx_latency
+
+    out = tmp_path / "onnx.json"
+    onnx_latency.main([*FAST, "--variants", "micro", "--sizes", "64x64", "--out", str(out)])
+    rows = _load(out)["results"]
+    assert [r["runtime"] for r in rows] == ["pytorch", "onnxruntime"]
+    torch_row, ort_row = rows
+    assert torch_row["x_vs_pytorch"] == 1.0 and torch_row["max_abs_diff"] is None
+    assert ort_row["x_vs_pytorch"] == pytest.approx(torch_row["median_ms"] / ort_row["median_ms"])
+    assert 0 < ort_row["max_abs_diff"] < 1e-4  # the same model, non-zero flow (randomised output convs)
+    with pytest.raises(SystemExit, match="multiples of 32"):
+        onnx_latency.main([*FAST, "--sizes", "60x64"])
+
+
+def test_video_fps_runs_mcjepa_flow_on_a_rendered_clip(tmp_path):
+    pytest.importorskip("av")
+    from benchmarks import video_fps
+
+    out = tmp_path / "video.json"
+    video_fps.main([*FAST, "--size", "64x96", "--frames", "4", "--max-size", "none", "64", "--out", str(out)])
+    rows = _load(out)["results"]
+    assert [(r["pairs"], r["max_size"]) for r in rows] == [(3, None), (3, 64)]
+    for r in rows:
+        assert r["pairs_per_s"] == pytest.approx(3 / r["loop_s"]) and r["total_s"] >= r["loop_s"] * 0.9
+        assert r["command"].startswith("mcjepa-flow CLIP.mp4 -o ") and not r["trained"]

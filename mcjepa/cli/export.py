@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument(
         "--variant", default="convnext_t", help="architecture when there is no SOURCE (default convnext_t)"
     )
-    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 18 with --exporter dynamo)")
     onnx.add_argument(
         "--exporter",
         choices=("torchscript", "dynamo"),
@@ -94,7 +94,7 @@ def _onnx_model(source: str | None):
 
 
 def _main_onnx(args: argparse.Namespace) -> int:
-    from ..onnx_export import DEFAULT_OPSET, OnnxCheckError, export_onnx
+    from ..onnx_export import OnnxCheckError, export_onnx
     from ..weights import WeightsError
 
     if args.out:
@@ -111,7 +111,7 @@ def _main_onnx(args: argparse.Namespace) -> int:
             _onnx_model(args.source),
             variant=args.variant,
             exporter=args.exporter,
-            opset=args.opset or DEFAULT_OPSET,
+            opset=args.opset,
             check=not args.no_check,
         )
     except OnnxCheckError as err:

@@ -441,7 +441,7 @@ def _main_sequence(args: argparse.Namespace) -> int:
     if status == 130:
         print(f"{_PROG}: interrupted (Ctrl-C) after {outputs.pairs} pair(s); every file written so far is complete")
     else:
-        print(f"{_PROG}: {outputs.pairs} pair(s) in {seconds:.1f} s: {rate:.3g} pairs/s "
+        print(f"{_PROG}: {outputs.pairs} pair(s) in {seconds:.2f} s: {rate:.3g} pairs/s "
               f"(decoding, flow and encoding)")  # fmt: skip
     for line in outputs.report():
         print(line)
