@@ -8,6 +8,12 @@ down and 3 px right per frame, encoded with PyAV (H.264, CRF 18, 25 fps). Then, 
 ``--weights``: the speed does not depend on the weights. ``pairs_per_s`` is the command's own
 figure: output frames (one per pair) per second of its streaming loop (decoding, flow,
 colour coding and encoding; model loading excluded); ``total_s`` also counts building the model.
+
+Memory: ``peak_rss_growth_mib`` is the growth of this process's peak resident set size
+(``ru_maxrss``) over the case. The clip is rendered in a child process so that rendering does
+not raise the peak beforehand; the first case of a run is exact, later ones are lower bounds (0
+when an earlier case peaked higher). Run the same command with ``--frames 20`` and ``--frames
+200`` to see whether memory grows with the length of the video.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing
 import re
 import tempfile
 import time
@@ -26,11 +33,19 @@ import numpy as np
 from mcjepa.cli.flow import main as flow_main
 from mcjepa.data.synthetic import render_image
 
-from .common import add_common_args, parse_size, print_table, resolve_device, setup_threads, write_json
+from .common import (
+    _peak_rss_bytes,
+    add_common_args,
+    parse_size,
+    print_table,
+    resolve_device,
+    setup_threads,
+    write_json,
+)
 
 __all__ = ["main", "render_clip"]
 
-COLUMNS = ["model", "size", "max_size", "batch", "pairs", "loop_s", "pairs_per_s", "total_s"]
+COLUMNS = ["model", "size", "max_size", "batch", "pairs", "loop_s", "pairs_per_s", "total_s", "peak_rss_growth_mib"]
 
 
 def render_clip(path: Path, frames: int, size: tuple[int, int], rate: int = 25) -> Path:
@@ -75,7 +90,12 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        clip = render_clip(Path(tmp) / "clip.mp4", args.frames, args.size)
+        clip = Path(tmp) / "clip.mp4"
+        child = multiprocessing.get_context("spawn").Process(target=render_clip, args=(clip, args.frames, args.size))
+        child.start()
+        child.join()
+        if child.exitcode != 0 or not clip.is_file():
+            raise SystemExit(f"rendering the clip failed (exit code {child.exitcode})")
         for variant in args.variants:
             for max_size in args.max_size:
                 for batch in args.batch:
@@ -86,10 +106,11 @@ def main(argv: list[str] | None = None) -> dict:
                     if args.weights:
                         argv_flow += ["--weights", args.weights]
                     text = io.StringIO()
-                    start = time.perf_counter()
+                    rss, start = _peak_rss_bytes(), time.perf_counter()
                     with contextlib.redirect_stdout(text):
                         status = flow_main(argv_flow)
                     total = time.perf_counter() - start
+                    rss_growth = max(0, _peak_rss_bytes() - rss) / 2**20
                     found = re.search(r"(\d+) pair\(s\) in ([\d.]+) s", text.getvalue())
                     if status != 0 or found is None:
                         raise SystemExit(f"mcjepa-flow failed ({status}):\n{text.getvalue()}")
@@ -104,7 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
                         loop_s=loop_s,
                         pairs_per_s=pairs / loop_s,
                         total_s=total,
-                        command="mcjepa-flow " + " ".join(a if a != str(clip) else "CLIP.mp4" for a in argv_flow),
+                        peak_rss_growth_mib=rss_growth,
+                        frames=args.frames,
+                        command="mcjepa-flow "
+                        + " ".join({str(clip): "CLIP.mp4", argv_flow[2]: "OUT.mp4"}.get(a, a) for a in argv_flow),
                     )
                     rows.append(row)
                     print(

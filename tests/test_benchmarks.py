@@ -174,4 +174,4 @@ def test_video_fps_runs_mcjepa_flow_on_a_rendered_clip(tmp_path):
     assert [(r["pairs"], r["max_size"]) for r in rows] == [(3, None), (3, 64)]
     for r in rows:
         assert r["pairs_per_s"] == pytest.approx(3 / r["loop_s"]) and r["total_s"] >= r["loop_s"] * 0.9
-        assert r["command"].startswith("mcjepa-flow CLIP.mp4 -o ") and not r["trained"]
+        assert r["command"].startswith("mcjepa-flow CLIP.mp4 -o OUT.mp4 --variant micro") and not r["trained"]
