@@ -14,7 +14,6 @@ examples:
   mcjepa-export runs/demo --out releases/mcjepa-micro-demo
   mcjepa-export runs/paper/checkpoints/ckpt_000100000.pt --out releases/mcjepa-convnext-t \\
       --eval-results sintel.json kitti.json --name mcjepa-convnext-t
-
   mcjepa-export --onnx flow.onnx runs/demo/release        # ONNX: encoder + flow head, checked
   mcjepa-export --onnx micro.onnx --variant micro         # an untrained model (for testing a pipeline)
 
