@@ -5,6 +5,7 @@ from .encoder import ConvNeXtPyramid
 from .expander import Expander
 from .flow_head import FlowHead, FlowHeadOutput
 from .model import MCJEPA, build_model
+from .onnx_export import export_onnx
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ __all__ = [
     "FlowHeadOutput",
     "ModelConfig",
     "build_model",
+    "export_onnx",
     "model_config",
     "__version__",
 ]

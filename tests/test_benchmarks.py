@@ -261,3 +261,32 @@ def test_loss_gradients_zero_flow_shows_the_push_shared_by_both_flows(tmp_path, 
     assert all(-1.0 <= c <= 1.0 for c in res["cos_fwd_bwd"] + res["cos_fwd_truth"])
     assert res["cos_fwd_bwd"][-1] > 0.3  # stride 32: one push for both flows (measured +0.66 on 8 pairs)
     assert "cos(fwd, bwd)" in capsys.readouterr().out
+
+
+def test_onnx_latency_times_both_runtimes_side_by_side(tmp_path):
+    pytest.importorskip("onnxruntime", reason='onnxruntime is not installed: pip install "mcjepa[onnx]"')
+    from benchmarks import onnx_latency
+
+    out = tmp_path / "onnx.json"
+    onnx_latency.main([*FAST, "--variants", "micro", "--sizes", "64x64", "--out", str(out)])
+    rows = _load(out)["results"]
+    assert [r["runtime"] for r in rows] == ["pytorch", "onnxruntime"]
+    torch_row, ort_row = rows
+    assert torch_row["x_vs_pytorch"] == 1.0 and torch_row["max_abs_diff"] is None
+    assert ort_row["x_vs_pytorch"] == pytest.approx(torch_row["median_ms"] / ort_row["median_ms"])
+    assert 0 < ort_row["max_abs_diff"] < 1e-4  # the same model, non-zero flow (randomised output convs)
+    with pytest.raises(SystemExit, match="multiples of 32"):
+        onnx_latency.main([*FAST, "--sizes", "60x64"])
+
+
+def test_video_fps_runs_mcjepa_flow_on_a_rendered_clip(tmp_path):
+    pytest.importorskip("av")
+    from benchmarks import video_fps
+
+    out = tmp_path / "video.json"
+    video_fps.main([*FAST, "--size", "64x96", "--frames", "4", "--max-size", "none", "64", "--out", str(out)])
+    rows = _load(out)["results"]
+    assert [(r["pairs"], r["max_size"]) for r in rows] == [(3, None), (3, 64)]
+    for r in rows:
+        assert r["pairs_per_s"] == pytest.approx(3 / r["loop_s"]) and r["total_s"] >= r["loop_s"] * 0.9
+        assert r["command"].startswith("mcjepa-flow CLIP.mp4 -o OUT.mp4 --variant micro") and not r["trained"]

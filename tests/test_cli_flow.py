@@ -68,6 +68,23 @@ def test_two_png_files(tmp_path, capsys, model, patched_load):
         np.testing.assert_array_equal(np.asarray(im), flow.to_image(expected).permute(1, 2, 0).numpy())
 
 
+def test_two_files_save_kitti_and_max_size(tmp_path, capsys, model, patched_load):
+    from mcjepa.video_flow import estimate_resized
+
+    pair = render_pair(4, size=(64, 96))
+    paths = []
+    for name, img in (("a.png", pair.image1), ("b.png", pair.image2)):
+        paths.append(str(tmp_path / name))
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(paths[-1])
+    kitti = tmp_path / "k.png"
+    assert main([*paths, "-o", str(tmp_path / "o.png"), "--save-kitti", str(kitti), "--max-size", "48"]) == 0
+    assert f"wrote {kitti} (KITTI" in capsys.readouterr().out
+    expected = estimate_resized(pair.image1, pair.image2, model, max_size=48)  # run at 32x48, flow at 64x96
+    stored, valid = flow.read_kitti_flow(kitti)
+    assert stored.shape == (2, 64, 96) and valid.all() and expected.abs().mean() > 1e-3
+    assert (stored - expected).abs().max() <= 1 / 128 + 1e-4  # KITTI rounds to 1/64 px
+
+
 def _assert_one_line_error(capsys, message):
     err = capsys.readouterr().err
     assert err.startswith("mcjepa-flow: error: ") and message in err

@@ -1,4 +1,5 @@
-"""``mcjepa-export``: turn a training run (or checkpoint) into a release folder with a model card."""
+"""``mcjepa-export``: turn a training run (or checkpoint) into a release folder with a model card, or
+(``--onnx``) write the flow model as an ONNX file checked against PyTorch with onnxruntime."""
 
 from __future__ import annotations
 
@@ -13,11 +14,21 @@ examples:
   mcjepa-export runs/demo --out releases/mcjepa-micro-demo
   mcjepa-export runs/paper/checkpoints/ckpt_000100000.pt --out releases/mcjepa-convnext-t \\
       --eval-results sintel.json kitti.json --name mcjepa-convnext-t
+  mcjepa-export --onnx flow.onnx runs/demo/release        # ONNX: encoder + flow head, checked
+  mcjepa-export --onnx micro.onnx --variant micro         # an untrained model (for testing a pipeline)
 
 The release's release.json is its manifest entry; no manifest is changed unless you ask:
 --update-manifest PATH merges the entry into PATH (e.g. weights_manifest.json) with status "local"
 and the folder's file:// URL, so that weights="NAME" loads it. `mcjepa-publish` uploads the folder
 to the Hugging Face Hub and pins the repository manifest's entry to the resulting commit.
+
+--onnx FILE: SOURCE is a run folder or checkpoint, or anything --weights of mcjepa-flow takes (a
+release folder, a .safetensors file, hf://org/repo, a manifest key); without SOURCE the model is
+an untrained --variant. The graph takes image1, image2: float32 (B, 3, H, W) RGB in [0, 1]
+(ImageNet normalisation inside) with dynamic batch, H and W (multiples of 32), and returns
+flow: (B, 2, H, W) in pixels. The file is then run in onnxruntime on a random pair and on the
+built-in example pair; the max |onnxruntime - PyTorch| is printed and must stay within
+0.001 px + 1e-4 x max |flow| (exit status 1 otherwise). Needs pip install "mcjepa[onnx]".
 """
 
 
@@ -28,8 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", help="a run folder (its newest checkpoint is used) or a checkpoint file")
-    p.add_argument("--out", required=True, help="the release folder to write")
+    p.add_argument(
+        "source",
+        nargs="?",
+        help="a run folder (its newest checkpoint is used) or a checkpoint file; with --onnx also a release "
+        "folder or any weights= form (none: an untrained --variant)",
+    )
+    p.add_argument("--out", help="the release folder to write (required without --onnx)")
     p.add_argument("--with-expander", action="store_true", help="also export the expander (only needed to resume)")
     p.add_argument("--eval-results", nargs="+", default=[], metavar="JSON", help="mcjepa-eval result files")
     p.add_argument("--name", default=None, help="manifest key (default: the --out folder name)")
@@ -44,15 +60,80 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-manifest", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
     p.add_argument("--force", action="store_true", help="replace a published manifest entry of the same name")
+    onnx = p.add_argument_group("ONNX export (instead of a release)")
+    onnx.add_argument("--onnx", metavar="FILE", help="write the flow model (encoder + flow head) as ONNX to FILE")
+    onnx.add_argument(
+        "--variant", default="convnext_t", help="architecture when there is no SOURCE (default convnext_t)"
+    )
+    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 18 with --exporter dynamo)")
+    onnx.add_argument(
+        "--exporter",
+        choices=("torchscript", "dynamo"),
+        default="torchscript",
+        help="torch.onnx.export(dynamo=False) (default: seconds) or the torch.export-based one (minutes)",
+    )
+    onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
     return p
 
 
+def _onnx_model(source: str | None):
+    """The model to export: None (untrained --variant), a run/checkpoint, or weights."""
+    from pathlib import Path
+
+    if source is None:
+        return None
+    path = Path(source)
+    if (path.is_file() and path.suffix == ".pt") or (path / "checkpoints").is_dir():
+        from ..export import find_checkpoint, model_from_checkpoint
+
+        return model_from_checkpoint(find_checkpoint(path))[0]
+    from .. import flow
+
+    return flow.load(source)
+
+
+def _main_onnx(args: argparse.Namespace) -> int:
+    from ..onnx_export import OnnxCheckError, export_onnx
+    from ..weights import WeightsError
+
+    if args.out:
+        print(
+            "mcjepa-export: error: --out names a release folder; --onnx writes one file, give one of them",
+            file=sys.stderr,
+        )
+        return 2
+    if args.source is None:
+        print(f"WARNING: no SOURCE given: exporting an UNTRAINED {args.variant} (random weights)", file=sys.stderr)
+    try:
+        export_onnx(
+            args.onnx,
+            _onnx_model(args.source),
+            variant=args.variant,
+            exporter=args.exporter,
+            opset=args.opset,
+            check=not args.no_check,
+        )
+    except OnnxCheckError as err:
+        print(f"mcjepa-export: error: the ONNX check failed: {err}", file=sys.stderr)
+        return 1
+    except (ImportError, WeightsError, FileNotFoundError, ValueError, TypeError, RuntimeError) as err:
+        print(f"mcjepa-export: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; return the exit status (0 ok, 2 bad usage or input)."""
+    """Run the command; return the exit status (0 ok, 1 the ONNX check failed, 2 bad usage or input)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.onnx:
+        return _main_onnx(args)
+    missing = [n for n, v in (("SOURCE", args.source), ("--out", args.out)) if v is None]
+    if missing:
+        print(f"mcjepa-export: error: {' and '.join(missing)} required (or --onnx FILE)", file=sys.stderr)
+        return 2
     if args.no_manifest and args.update_manifest:
         print("mcjepa-export: error: --no-manifest contradicts --update-manifest", file=sys.stderr)
         return 2

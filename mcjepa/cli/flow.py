@@ -1,10 +1,14 @@
-"""``mcjepa-flow``: estimate the optical flow between two frames and save it as an image."""
+"""``mcjepa-flow``: estimate the optical flow between two frames and save it as an image, or over a
+whole video or frame folder (streamed: see :mod:`mcjepa.video_flow`) and save it as a video."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -19,9 +23,21 @@ examples:
   mcjepa-flow                                   # built-in synthetic example pair -> flow.png
   mcjepa-flow a.png b.png -o flow.png --weights runs/demo/release
   mcjepa-flow a.png b.png --save-flo flow.flo --weights hf://org/repo@v1 --device cuda --bf16
+  mcjepa-flow clip.mp4 -o flow.mp4 --weights runs/demo/release    # video: frame | flow, side by side
+  mcjepa-flow clip.mp4 -o flow.mp4 --layout flow --every 2 --max-size 640 --batch 4 --save-flo flo/
+  mcjepa-flow frames/ -o colour/ --save-kitti kitti/   # a folder of frames; PNGs out (no PyAV needed)
 
 The flow goes from frame 1 to frame 2, in pixels (u right, v down). flow.png colour-codes it:
 hue = direction, saturation = speed (normalised by the largest motion in the image).
+
+A video file or a folder of frames (its images sorted by name) gives one flow per pair of
+consecutive kept frames: with --every N, frames 0, N, 2N, ... are kept and the flow of pair k
+goes from frame kN to frame (k+1)N. -o is then a video file (.mp4, .mkv, .mov, .avi, .webm;
+needs PyAV: pip install "mcjepa[video]") with one frame per pair, at the input's frame rate / N
+(or --fps), or a folder (a path ending in / or an existing folder) of colour-coded PNGs.
+--save-flo / --save-kitti name folders, one file per pair named after its first frame:
+000000.flo, 000001.flo, ... (0-based input frame numbers). Frames are decoded one at a time;
+Ctrl-C stops after the file being written, leaving every file written so far complete.
 Without --weights or --pretrained the model is untrained (random weights), so its flow is
 meaningless: train one with `mcjepa-train` and pass its release folder to --weights.
 """
@@ -31,16 +47,57 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
         prog=_PROG,
-        description="Estimate the optical flow from FRAME1 to FRAME2 with MC-JEPA and save it as a colour image. "
-        "With no frames, runs on a built-in synthetic pair and compares with its ground truth.",
+        description="Estimate the optical flow from FRAME1 to FRAME2 with MC-JEPA and save it as a colour image, "
+        "or over every frame pair of a video file or frame folder. With no input, runs on a built-in synthetic "
+        "pair and compares with its ground truth.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("frames", nargs="*", metavar="FRAME", help="two image files (PNG, JPEG, ...), same size")
     parser.add_argument(
-        "-o", "--output", default="flow.png", metavar="PNG", help="colour-coded flow image (default: flow.png)"
+        "frames",
+        nargs="*",
+        metavar="INPUT",
+        help="two image files (PNG, JPEG, ...) of the same size; or one video file or folder of frames",
     )
-    parser.add_argument("--save-flo", metavar="FLO", help="also save the raw flow as a Middlebury .flo file")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="two frames: colour-coded flow image (default flow.png); a video or folder: a video file "
+        "(default flow.mp4) or a folder of PNGs (a path ending in /)",
+    )
+    parser.add_argument(
+        "--save-flo",
+        metavar="PATH",
+        help="also save the raw flow as Middlebury .flo: a file for two frames, a folder for a video or folder",
+    )
+    parser.add_argument(
+        "--save-kitti",
+        metavar="PATH",
+        help="also save the raw flow as a KITTI 16-bit PNG (1/64 px steps, +-512 px): a file for two frames, "
+        "a folder for a video or folder",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        metavar="PX",
+        help="downscale frames whose long side is larger before the model runs; the flow is resized back "
+        "and rescaled to input pixels",
+    )
+    seq = parser.add_argument_group("video and frame-folder input")
+    seq.add_argument("--every", type=int, metavar="N", help="frame gap: flow from frame t to t + N (default 1)")
+    seq.add_argument("--batch", type=int, metavar="B", help="frame pairs per model call (default 1)")
+    seq.add_argument(
+        "--layout",
+        choices=("side", "flow"),
+        help="output video frames: 'side' = frame | flow colour, side by side (default); 'flow' = flow colour only",
+    )
+    seq.add_argument(
+        "--fps",
+        type=float,
+        help="frame rate of the output video (default: the input's / N; a frame folder: 10 / N)",
+    )
+    seq.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on a terminal only)")
     parser.add_argument(
         "--weights",
         metavar="W",
@@ -64,6 +121,10 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 def _read_image(path: str) -> Image.Image:
     from ..image_io import read_rgb  # 16-bit frames scaled, not clipped; folders refused
 
@@ -83,29 +144,106 @@ def _check_output(path: str, option: str) -> None:
         raise ValueError(f"cannot write the output: -o {path}: unknown image extension {p.suffix!r} (use .png)")
 
 
+def _is_folder_path(path: str) -> bool:
+    return path.endswith(("/", os.sep)) or Path(path).is_dir()
+
+
+def _check_folder_output(path: str, option: str) -> None:
+    """A folder output of the sequence mode: it may exist (as a folder) or will be created."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(
+            f"cannot write the output: {option} {path} is a file; for a video or folder input it names a folder"
+        )
+
+
 def _epe(flow: Tensor, gt: Tensor, mask: Tensor | None = None) -> float:
     err = (flow - gt).norm(dim=0)
     return (err[mask] if mask is not None else err).mean().item()
 
 
+def _check_options(args: argparse.Namespace, sequence: bool) -> None:
+    """Refuse option values that make no sense, before anything is read or loaded."""
+    if not sequence:
+        given = [o for o, v in (("--every", args.every), ("--batch", args.batch), ("--layout", args.layout),
+                                ("--fps", args.fps)) if v is not None]  # fmt: skip
+        if given:
+            raise ValueError(f"{', '.join(given)}: only for a video file or frame folder input, not for two frames")
+    if args.every is not None and args.every < 1:
+        raise ValueError(f"--every must be at least 1 (the frame gap), got {args.every}")
+    if args.batch is not None and args.batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    if args.max_size is not None and args.max_size < 32:
+        raise ValueError(f"--max-size must be at least 32 pixels (the model's minimum), got {args.max_size}")
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps must be positive, got {args.fps}")
+
+
+def _load_model(args: argparse.Namespace):
+    from .. import flow
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the untrained warning is printed below instead
+        warnings.filterwarnings("default", message=".* was NOT verified")  # but an unhashed weights file shows
+        model = flow.load(args.weights, pretrained=args.pretrained, variant=args.variant, device=device)
+    if args.bf16 and device.type != "cuda":
+        print(f"note: --bf16 needs CUDA; running in float32 on {device}")
+    return model, device
+
+
+def _print_untrained(args: argparse.Namespace) -> None:
+    if args.weights is None and not args.pretrained:
+        print("WARNING: no --weights given, so the model is UNTRAINED (random weights) and its flow is meaningless.")
+        print("         Train one with `mcjepa-train` and pass its release folder with --weights.")
+
+
+def _refuse_nonfinite(estimate: Tensor, what: str = "") -> None:
+    bad = int((~torch.isfinite(estimate)).sum())
+    if bad:
+        raise ValueError(
+            f"the model produced non-finite flow{what} ({bad} of {estimate.numel()} values are NaN or inf); "
+            "nothing written for it. Check the weights (a diverged training run?)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; returns the exit status (0 ok, 2 bad usage or unreadable input)."""
+    """Run the command; returns the exit status (0 ok, 2 bad usage or unreadable input, 130
+    interrupted by Ctrl-C: the files written until then are complete)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse already printed why
         return int(exc.code or 0)
-    if len(args.frames) not in (0, 2):
-        return _fail(f"give two frames (or none for the built-in example), got {len(args.frames)}")
+    if len(args.frames) not in (0, 1, 2):
+        return _fail(f"give two frames, one video file or frame folder (or none for the built-in example), "
+                     f"got {len(args.frames)} inputs")  # fmt: skip
+    if len(args.frames) == 1:
+        from ..video_flow import is_image_file
 
+        if not Path(args.frames[0]).is_dir() and is_image_file(args.frames[0]):
+            return _fail(f"give two frames (one image given: {args.frames[0]}), or one video file or frame folder")
+        return _main_sequence(args)
+    return _main_pair(args)
+
+
+# ---------------------------------------------------------------------------- two frames
+
+
+def _main_pair(args: argparse.Namespace) -> int:
     from .. import flow
     from ..data.synthetic import example_pair
+    from ..video_flow import estimate_resized
 
     example = None
+    output = args.output or "flow.png"
     try:
-        _check_output(args.output, "-o")
+        _check_options(args, sequence=False)
+        _check_output(output, "-o")
         if args.save_flo:
             _check_output(args.save_flo, "--save-flo")
+        if args.save_kitti:
+            _check_output(args.save_kitti, "--save-kitti")
         if args.frames:
             image1, image2 = (_read_image(f) for f in args.frames)
             what = f"{args.frames[0]} -> {args.frames[1]}"
@@ -113,28 +251,15 @@ def main(argv: list[str] | None = None) -> int:
             example = example_pair()
             image1, image2 = example.image1, example.image2
             what = f"the built-in synthetic example pair ({image1.shape[1]}x{image1.shape[2]}, H x W)"
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        untrained = args.weights is None and not args.pretrained
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the untrained warning is printed below instead
-            warnings.filterwarnings("default", message=".* was NOT verified")  # but an unhashed weights file shows
-            model = flow.load(args.weights, pretrained=args.pretrained, variant=args.variant, device=device)
-        if args.bf16 and device.type != "cuda":
-            print(f"note: --bf16 needs CUDA; running in float32 on {device}")
-        estimate = flow.estimate(image1, image2, model, bf16=args.bf16 and device.type == "cuda").cpu()
-        bad = int((~torch.isfinite(estimate)).sum())
-        if bad:
-            raise ValueError(
-                f"the model produced non-finite flow ({bad} of {estimate.numel()} values are NaN or inf); "
-                "nothing written. Check the weights (a diverged training run?)"
-            )
+        model, device = _load_model(args)
+        bf16 = args.bf16 and device.type == "cuda"
+        estimate = estimate_resized(image1, image2, model, max_size=args.max_size, bf16=bf16).cpu()
+        _refuse_nonfinite(estimate)
     except (OSError, ValueError, RuntimeError) as err:  # includes mcjepa.weights.WeightsError
-        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return _fail(_first_line(err))
 
     print(f"{_PROG}: flow of {what}, model {model.config.name} on {device}")
-    if untrained:
-        print("WARNING: no --weights given, so the model is UNTRAINED (random weights) and its flow is meaningless.")
-        print("         Train one with `mcjepa-train` and pass its release folder with --weights.")
+    _print_untrained(args)
     magnitude = estimate.norm(dim=0)
     print(
         f"flow: {estimate.shape[1]}x{estimate.shape[2]} px, |flow| mean {magnitude.mean():.3f} px, "
@@ -149,14 +274,178 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         rgb = flow.to_image(estimate).permute(1, 2, 0).numpy()
-        Image.fromarray(rgb).save(args.output)
-        print(f"wrote {args.output} (colour-coded flow)")
+        Image.fromarray(rgb).save(output)
+        print(f"wrote {output} (colour-coded flow)")
         if args.save_flo:
             flow.write_flo(args.save_flo, estimate)
             print(f"wrote {args.save_flo} (Middlebury .flo, pixels)")
+        if args.save_kitti:
+            flow.write_kitti_flow(args.save_kitti, estimate)
+            print(f"wrote {args.save_kitti} (KITTI 16-bit PNG, 1/64 px steps)")
     except (OSError, ValueError) as err:
         return _fail(f"cannot write the output: {err}")
     return 0
+
+
+# ---------------------------------------------------------------------------- video / frame folder
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """``write(tmp)`` then rename onto ``path``: a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class _Outputs:
+    """The files of a sequence run, created at the first pair and finished by :meth:`close`."""
+
+    def __init__(self, args: argparse.Namespace, output: str, fps: Fraction) -> None:
+        self.args, self.output, self.fps = args, output, fps
+        self.to_folder = _is_folder_path(output)
+        self.video = None
+        self.pairs = 0
+        self.folders_made = False
+
+    def _folders(self) -> None:
+        for d in (self.output if self.to_folder else None, self.args.save_flo, self.args.save_kitti):
+            if d:
+                Path(d).mkdir(parents=True, exist_ok=True)
+        self.folders_made = True
+
+    def write(self, pair) -> None:
+        from .. import flow
+        from ..video_flow import VideoWriter
+
+        if not self.folders_made:
+            self._folders()
+        name = f"{pair.index1:06d}"
+        if self.args.save_flo:
+            _replace_atomically(Path(self.args.save_flo) / f"{name}.flo", lambda p: flow.write_flo(p, pair.flow))
+        if self.args.save_kitti:
+            _replace_atomically(
+                Path(self.args.save_kitti) / f"{name}.png", lambda p: flow.write_kitti_flow(p, pair.flow)
+            )
+        colour = flow.to_image(pair.flow)  # normalised per pair by its largest motion
+        picture = colour if self.args.layout == "flow" else torch.cat((pair.frame1, colour), dim=2)
+        rgb = picture.permute(1, 2, 0).contiguous().numpy()
+        if self.to_folder:
+            _replace_atomically(Path(self.output) / f"{name}.png", lambda p: Image.fromarray(rgb).save(p, format="PNG"))
+        else:
+            if self.video is None:
+                self.video = VideoWriter(self.output, rgb.shape[1], rgb.shape[0], self.fps)
+            self.video.write(rgb)
+        self.pairs += 1
+
+    def close(self) -> None:
+        if self.video is not None:
+            self.video.close()
+
+    def report(self) -> list[str]:
+        lines = []
+        if self.to_folder:
+            lines.append(f"wrote {self.pairs} colour-coded PNGs to {self.output}")
+        elif self.video is not None:
+            v = self.video
+            lines.append(
+                f"wrote {self.output} ({v.frames_written} frames, {v.width}x{v.height}, {v.codec}, "
+                f"{float(self.fps):.4g} fps)"
+            )
+        if self.args.save_flo:
+            lines.append(f"wrote {self.pairs} .flo files to {self.args.save_flo} (Middlebury, pixels)")
+        if self.args.save_kitti:
+            lines.append(f"wrote {self.pairs} KITTI 16-bit PNGs to {self.args.save_kitti}")
+        return lines
+
+
+def _main_sequence(args: argparse.Namespace) -> int:
+    from ..video_flow import AV_INSTALL_HINT, VIDEO_OUTPUT_CODECS, InterruptGuard, iter_flows, open_sequence, require_av
+
+    source = args.frames[0]
+    output = args.output or "flow.mp4"
+    every, batch = args.every or 1, args.batch or 1
+    try:
+        _check_options(args, sequence=True)
+        if _is_folder_path(output):
+            _check_folder_output(output, "-o")
+        else:
+            p = Path(output)
+            if p.suffix.lower() not in VIDEO_OUTPUT_CODECS:
+                raise ValueError(
+                    f"cannot write the output: -o {output}: for a video or folder input, -o is a video file "
+                    f"({', '.join(VIDEO_OUTPUT_CODECS)}) or a folder for PNGs (a path ending in /)"
+                )
+            if not p.parent.is_dir():
+                raise ValueError(f"cannot write the output: -o {output}: folder {p.parent} does not exist")
+            if p.exists() and p.resolve() == Path(source).resolve():
+                raise ValueError(f"cannot write the output: -o {output} is the input itself")
+            try:
+                require_av()
+            except ImportError:
+                raise ValueError(
+                    f"cannot write the output: -o {output}: writing a video needs PyAV ({AV_INSTALL_HINT}); "
+                    "or give -o a folder (a path ending in /) to write PNGs"
+                ) from None
+        for option, path in (("--save-flo", args.save_flo), ("--save-kitti", args.save_kitti)):
+            if path:
+                _check_folder_output(path, option)
+        sequence = open_sequence(source)
+        fps = Fraction(args.fps).limit_denominator(1001) if args.fps else (sequence.fps or Fraction(10)) / every
+        model, device = _load_model(args)
+        pairs = iter_flows(
+            sequence, model, every=every, batch=batch, max_size=args.max_size, bf16=args.bf16 and device.type == "cuda"
+        )
+    except (ImportError, OSError, ValueError, RuntimeError) as err:
+        return _fail(_first_line(err))
+
+    print(f"{_PROG}: flow of {sequence.describe()}, every {every} frame(s), batch {batch}, "
+          f"model {model.config.name} on {device}")  # fmt: skip
+    _print_untrained(args)
+    total = None if sequence.num_frames is None else max(0, (sequence.num_frames - 1) // every)
+    outputs = _Outputs(args, output, fps)
+    bar = None
+    status, start = 0, time.perf_counter()
+    with InterruptGuard() as guard:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, unit="pair", desc=_PROG, disable=True if args.no_progress else None,
+                       file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+            for pair in pairs:
+                _refuse_nonfinite(pair.flow, f" for frames {pair.index1} -> {pair.index2}")
+                with guard.writing():
+                    outputs.write(pair)
+                bar.update(1)
+        except KeyboardInterrupt:
+            status = 130
+        except (OSError, ValueError, RuntimeError) as err:
+            status = 2
+            message = _first_line(err)
+        finally:
+            if bar is not None:
+                bar.close()
+            with guard.writing(raise_pending=False):
+                try:
+                    outputs.close()
+                except (OSError, ValueError, RuntimeError) as err:  # an encoder that fails to flush
+                    status, message = 2, f"cannot finish {output}: {_first_line(err)}"
+    seconds = time.perf_counter() - start
+    if status == 2:
+        done = f" ({outputs.pairs} pair(s) written before it, complete)" if outputs.pairs else ""
+        return _fail(message + done)
+    rate = outputs.pairs / seconds if seconds > 0 else 0.0
+    if status == 130:
+        print(f"{_PROG}: interrupted (Ctrl-C) after {outputs.pairs} pair(s); every file written so far is complete")
+    else:
+        print(f"{_PROG}: {outputs.pairs} pair(s) in {seconds:.2f} s: {rate:.3g} pairs/s "
+              f"(decoding, flow and encoding)")  # fmt: skip
+    for line in outputs.report():
+        print(line)
+    return status
 
 
 if __name__ == "__main__":

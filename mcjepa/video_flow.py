@@ -1,0 +1,458 @@
+"""Optical flow over a whole video or frame folder, streamed: what ``mcjepa-flow INPUT`` runs.
+
+    >>> from mcjepa import flow, video_flow
+    >>> model = flow.load(weights="runs/demo/release")
+    >>> seq = video_flow.open_sequence("clip.mp4")          # or a folder of frames
+    >>> for pair in video_flow.iter_flows(seq, model, every=1, batch=4):
+    ...     pair.index1, pair.index2, pair.frame1, pair.flow  # uint8 (3, H, W), float32 (2, H, W) pixels
+
+Frames are decoded one at a time and at most ``batch + 1`` are held at once (the last frame of a
+batch is the first of the next), so memory does not grow with the length of the video.
+``every = N`` keeps every N-th frame (0, N, 2N, ...) and estimates the flow between consecutive
+kept frames, i.e. from frame ``t`` to frame ``t + N``. ``max_size`` downscales frames whose long
+side is larger before the model sees them; the flow is then resized back to the input size and
+its vectors rescaled, so it is always in pixels of the input frames.
+
+Video files are decoded (and :class:`VideoWriter` encodes) with PyAV, ``pip install
+"mcjepa[video]"``; frame folders need only Pillow.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor, nn
+
+from .encoder import MIN_INPUT_SIZE
+from .image_io import read_rgb
+from .ops import upsample_flow
+
+__all__ = [
+    "AV_INSTALL_HINT",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_OUTPUT_CODECS",
+    "FlowPair",
+    "FrameFolder",
+    "FrameSequence",
+    "InterruptGuard",
+    "VideoFile",
+    "VideoWriter",
+    "estimate_resized",
+    "is_image_file",
+    "iter_flows",
+    "open_sequence",
+    "require_av",
+    "resized_size",
+]
+
+# the image files a frame folder may hold (torchvision's list), matched case-insensitively
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# output container extension -> codecs tried in order (the first one this PyAV build has wins)
+VIDEO_OUTPUT_CODECS = {
+    ".mp4": ("libx264", "mpeg4"),
+    ".m4v": ("libx264", "mpeg4"),
+    ".mov": ("libx264", "mpeg4"),
+    ".mkv": ("libx264", "mpeg4"),
+    ".avi": ("mpeg4", "mjpeg"),
+    ".webm": ("libvpx-vp9", "libvpx"),
+}
+AV_INSTALL_HINT = 'pip install "mcjepa[video]" (or pip install av)'
+
+
+def require_av():
+    """Import and return PyAV, or raise ImportError saying how to install it."""
+    try:
+        import av
+    except ImportError:
+        raise ImportError(f"reading and writing video files needs PyAV: {AV_INSTALL_HINT}") from None
+    return av
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` has an image extension (:data:`IMAGE_EXTENSIONS`)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+class FrameSequence:
+    """Frames read one at a time. ``height``, ``width``: the frame size; ``num_frames``: the
+    count when known (a video's container may not say); ``fps``: the frame rate when known."""
+
+    path: Path
+    height: int
+    width: int
+    num_frames: int | None
+    fps: Fraction | None
+
+    def frames(self) -> Iterator[Tensor]:
+        """Yield every frame in order as uint8 ``(3, H, W)``."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        count = f"{self.num_frames} frames" if self.num_frames is not None else "frame count unknown"
+        rate = f", {float(self.fps):.4g} fps" if self.fps else ""
+        return f"{self.path} ({self.width}x{self.height}, {count}{rate})"
+
+
+class FrameFolder(FrameSequence):
+    """The images directly inside ``path`` (not in sub-folders), sorted by file name.
+
+    Every image's header is read here, so an unreadable file or one of another size is refused
+    before any flow is computed; pixels are read one frame at a time by :meth:`frames`.
+
+    Raises:
+        FileNotFoundError: not a folder. ValueError: fewer than two images, or images of
+            different sizes. OSError: an image Pillow cannot open.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | Fraction | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"{path}: no such folder")
+        self.files = sorted(p for p in self.path.iterdir() if p.is_file() and is_image_file(p))
+        if len(self.files) < 2:
+            raise ValueError(
+                f"{path}: a frame folder needs at least 2 images, found {len(self.files)} "
+                f"(looked for {', '.join(IMAGE_EXTENSIONS)}, sorted by name)"
+            )
+        sizes = {}
+        for f in self.files:
+            try:
+                with Image.open(f) as im:
+                    sizes.setdefault(im.size, f)
+            except (UnidentifiedImageError, OSError) as err:
+                raise OSError(f"{f}: cannot read it as an image ({err})") from None
+            if len(sizes) > 1:
+                (w0, h0), first = next(iter(sizes.items()))
+                raise ValueError(
+                    f"{path}: every frame must have the same size, but {first.name} is {w0}x{h0} and "
+                    f"{f.name} is {im.size[0]}x{im.size[1]} (W x H)"
+                )
+        (self.width, self.height), _ = next(iter(sizes.items()))
+        self.num_frames = len(self.files)
+        self.fps = Fraction(fps).limit_denominator(1001) if fps else None
+
+    def frames(self) -> Iterator[Tensor]:
+        for f in self.files:
+            image = read_rgb(f)
+            if image.size != (self.width, self.height):  # changed since the header check
+                raise ValueError(f"{f}: {image.size[0]}x{image.size[1]} is not the folder's frame size")
+            yield torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+class VideoFile(FrameSequence):
+    """The first video stream of a video file, decoded with PyAV one frame at a time.
+
+    Raises:
+        ImportError: PyAV is not installed. FileNotFoundError: no such file. ValueError: the
+            file is not a video PyAV can open, or has no video stream.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        av = require_av()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            with av.open(str(self.path)) as container:
+                if not container.streams.video:
+                    raise ValueError(f"{path}: the file has no video stream")
+                stream = container.streams.video[0]
+                self.width, self.height = stream.codec_context.width, stream.codec_context.height
+                self.num_frames = int(stream.frames) or None
+                rate = stream.average_rate or stream.guessed_rate
+                self.fps = Fraction(rate) if rate else None
+        except av.FFmpegError as err:
+            raise ValueError(f"{path}: cannot read it as a video ({err})") from None
+        if not self.width or not self.height:
+            raise ValueError(f"{path}: the video stream has no frame size (a corrupt file?)")
+
+    def frames(self) -> Iterator[Tensor]:
+        av = require_av()
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    if (frame.height, frame.width) != (self.height, self.width):
+                        raise ValueError(
+                            f"{self.path}: the frame size changes from {self.width}x{self.height} to "
+                            f"{frame.width}x{frame.height} (W x H) within the video; re-encode it at one size"
+                        )
+                    yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+        except av.FFmpegError as err:
+            raise ValueError(f"{self.path}: decoding failed ({err})") from None
+
+
+def open_sequence(path: str | os.PathLike, fps: float | Fraction | None = None) -> FrameSequence:
+    """A folder -> :class:`FrameFolder` (``fps`` is its nominal rate, default none); a file ->
+    :class:`VideoFile`. An image file is refused: a sequence needs two frames at least."""
+    p = Path(path)
+    if p.is_dir():
+        return FrameFolder(p, fps=fps)
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if is_image_file(p):
+        raise ValueError(f"{path} is one image: give two frames, a video file or a folder of frames")
+    return VideoFile(p)
+
+
+# ---------------------------------------------------------------------------- flow
+
+
+def resized_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
+    """``(H, W)`` scaled down (aspect kept, rounded) so that the long side is at most
+    ``max_size``; unchanged when it already is, or when ``max_size`` is None.
+
+    Raises:
+        ValueError: the result would be smaller than the model's minimum (32 pixels a side).
+    """
+    if max_size is None or max(height, width) <= max_size:
+        return height, width
+    scale = max_size / max(height, width)
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    if min(h, w) < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"max size {max_size} would shrink {width}x{height} (W x H) frames to {w}x{h}, below the "
+            f"model's minimum of {MIN_INPUT_SIZE} pixels a side; use a larger --max-size"
+        )
+    return h, w
+
+
+def estimate_resized(
+    image1: object, image2: object, model: nn.Module, *, max_size: int | None = None, bf16: bool = False
+) -> Tensor:
+    """:func:`mcjepa.flow.estimate` with the frames first downscaled (bilinear, antialiased) when
+    their long side exceeds ``max_size``; the flow is resized back to the input size with its u
+    and v rescaled, so it is float32 ``(2, H, W)`` (or ``(B, 2, H, W)``) in input pixels. The
+    images take every form :func:`~mcjepa.flow.estimate` accepts and are validated the same way."""
+    from . import flow  # flow.estimate looked up at call time (tests patch it)
+
+    if max_size is None:
+        return flow.estimate(image1, image2, model, bf16=bf16)
+    x1, batched1, _, out_device = flow._prepare(image1, "image1")
+    x2, batched2, _, _ = flow._prepare(image2, "image2")
+    flow._check_pair(x1, batched1, x2, batched2)
+    (h, w), b = x1.shape[-2:], x1.shape[0]
+    size = resized_size(h, w, max_size)
+    if size == (h, w):
+        return flow.estimate(image1, image2, model, bf16=bf16)
+    small = F.interpolate(torch.cat((x1, x2)), size=size, mode="bilinear", antialias=True, align_corners=False)
+    f = flow.estimate(small[:b].clamp(0.0, 1.0), small[b:].clamp(0.0, 1.0), model, bf16=bf16)
+    f = upsample_flow(f, (h, w)).to(out_device)
+    return f if batched1 else f[0]
+
+
+@dataclass
+class FlowPair:
+    """One result of :func:`iter_flows`: the flow from frame ``index1`` to ``index2`` (0-based
+    input frame numbers), ``frame1`` uint8 ``(3, H, W)`` and ``flow`` float32 ``(2, H, W)``."""
+
+    index1: int
+    index2: int
+    frame1: Tensor
+    flow: Tensor
+
+
+def iter_flows(
+    sequence: FrameSequence,
+    model: nn.Module,
+    *,
+    every: int = 1,
+    batch: int = 1,
+    max_size: int | None = None,
+    bf16: bool = False,
+) -> Iterator[FlowPair]:
+    """Return an iterator over the flow of every pair of consecutive kept frames (see the module
+    docstring), computing ``batch`` pairs per model call and holding at most ``batch + 1`` frames.
+
+    Raises:
+        ValueError: here, for ``every`` or ``batch`` below 1, frames too small for the model or
+            for ``max_size``, or a sequence known to hold fewer than ``every + 1`` frames; from
+            the iterator, for a sequence found that short only once decoded (nothing has been
+            yielded then), or a frame that cannot be decoded.
+    """
+    if int(every) != every or every < 1:
+        raise ValueError(f"every (the frame gap) must be an integer >= 1, got {every}")
+    if int(batch) != batch or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch}")
+    if min(sequence.height, sequence.width) < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"{sequence.path}: frames are {sequence.width}x{sequence.height} (W x H); the model needs at least "
+            f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}"
+        )
+    resized_size(sequence.height, sequence.width, max_size)  # refuse a too small max_size up front
+    _check_length(sequence, sequence.num_frames, every)
+    return _iter_flows(sequence, model, int(every), int(batch), max_size, bf16)
+
+
+def _iter_flows(
+    sequence: FrameSequence, model: nn.Module, every: int, batch: int, max_size: int | None, bf16: bool
+) -> Iterator[FlowPair]:
+    held: list[tuple[int, Tensor]] = []  # (input index, frame); at most batch + 1
+    seen = 0
+    for i, frame in enumerate(sequence.frames()):
+        seen = i + 1
+        if i % every:
+            continue
+        held.append((i, frame))
+        if len(held) == batch + 1:
+            yield from _run_batch(held, model, max_size, bf16)
+            held = held[-1:]
+    if len(held) > 1:
+        yield from _run_batch(held, model, max_size, bf16)
+    elif seen <= every:
+        _check_length(sequence, seen, every)
+
+
+def _check_length(sequence: FrameSequence, count: int | None, every: int) -> None:
+    if count is not None and count < every + 1:
+        need = "2 frames" if every == 1 else f"{every + 1} frames for --every {every}"
+        raise ValueError(f"{sequence.path}: has {count} frame{'s' * (count != 1)}; flow needs at least {need}")
+
+
+def _run_batch(held: list[tuple[int, Tensor]], model: nn.Module, max_size: int | None, bf16: bool) -> list[FlowPair]:
+    frames = torch.stack([f for _, f in held])
+    flows = estimate_resized(frames[:-1], frames[1:], model, max_size=max_size, bf16=bf16).cpu()
+    return [FlowPair(held[k][0], held[k + 1][0], held[k][1], flows[k]) for k in range(len(held) - 1)]
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+class VideoWriter:
+    """Encode RGB frames into a video file with PyAV, one frame at a time.
+
+    The codec follows the extension (:data:`VIDEO_OUTPUT_CODECS`: H.264 in ``.mp4`` / ``.mkv``
+    / ``.mov``, yuv420p, CRF 18). Frames of odd width or height get one black column or row so
+    that 4:2:0 chroma fits. :meth:`close` flushes the encoder and writes the container's index:
+    a file is only playable after it (use ``with``).
+    """
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction | float) -> None:
+        av = require_av()
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_OUTPUT_CODECS:
+            raise ValueError(f"{path}: unknown video extension {suffix!r}; use one of {', '.join(VIDEO_OUTPUT_CODECS)}")
+        codec = next((c for c in VIDEO_OUTPUT_CODECS[suffix] if _has_encoder(av, c)), None)
+        if codec is None:
+            raise ValueError(f"{path}: this PyAV build has none of the encoders {VIDEO_OUTPUT_CODECS[suffix]}")
+        self.width, self.height = width, height
+        self.codec = codec
+        rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(25)
+        self.container = av.open(str(self.path), mode="w")
+        try:
+            self.stream = self.container.add_stream(codec, rate=rate)
+            self.stream.width, self.stream.height = width + width % 2, height + height % 2
+            self.stream.pix_fmt = "yuv420p"
+            if codec in ("libx264", "libvpx-vp9"):
+                self.stream.options = {"crf": "18"} if codec == "libx264" else {"crf": "30", "b": "0"}
+            elif codec == "mpeg4":
+                self.stream.bit_rate = 8_000_000
+        except Exception:
+            self.container.close()
+            raise
+        self.frames_written = 0
+        self._av = av
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one uint8 ``(H, W, 3)`` frame."""
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 ({self.height}, {self.width}, 3) frame, got {rgb.dtype} {rgb.shape}")
+        if self.width % 2 or self.height % 2:
+            rgb = np.pad(rgb, ((0, self.height % 2), (0, self.width % 2), (0, 0)))
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file (idempotent)."""
+        if self.container is None:
+            return
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+            self.container = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _has_encoder(av, name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:  # UnknownCodecError, or a build without the encoder
+        return False
+    return True
+
+
+class InterruptGuard:
+    """Makes Ctrl-C (SIGINT) wait for file writes: inside ``with guard.writing():`` a SIGINT is
+    held back and raised as ``KeyboardInterrupt`` when the block ends; outside, it raises at
+    once as usual. So an interrupted run never leaves a half-written file behind, yet stops
+    within one model call. Installed only in the main thread (where Python delivers signals);
+    elsewhere it does nothing."""
+
+    def __init__(self) -> None:
+        self._writing = 0
+        self._pending = False
+        self._previous: Callable | int | None = None
+        self._installed = False
+
+    def __enter__(self) -> InterruptGuard:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def _handle(self, signum, frame) -> None:
+        if self._writing:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def writing(self, raise_pending: bool = True) -> _Writing:
+        """A block that a SIGINT does not interrupt; one that arrived meanwhile is raised as
+        ``KeyboardInterrupt`` at its end (or dropped, with ``raise_pending=False``: for the
+        final clean-up of an already interrupted run)."""
+        return _Writing(self, raise_pending)
+
+
+class _Writing:
+    def __init__(self, guard: InterruptGuard, raise_pending: bool) -> None:
+        self.guard, self.raise_pending = guard, raise_pending
+
+    def __enter__(self) -> None:
+        self.guard._writing += 1
+
+    def __exit__(self, exc_type, *exc) -> None:
+        g = self.guard
+        g._writing -= 1
+        if not g._writing and g._pending:
+            g._pending = False
+            if exc_type is None and self.raise_pending:
+                raise KeyboardInterrupt
