@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import MODEL_VARIANTS, ModelConfig
+from .io_atomic import atomic_write_bytes
 from .model import MCJEPA
 from .weights import (
     RELEASE_FILENAME,
-    _atomic_write_bytes,
     _json_bytes,
     _manifest_candidates,
     load_manifest,
@@ -324,7 +324,7 @@ def merge_manifest_entry(
             "refusing to overwrite it. Choose another --name, or pass --force to replace it."
         )
     manifest["models"][name] = json.loads(json.dumps(entry))
-    _atomic_write_bytes(path, _json_bytes(manifest))
+    atomic_write_bytes(path, _json_bytes(manifest))
     return path
 
 
@@ -390,9 +390,9 @@ def export_release(
         metadata["variant"] = variant
     entry = save_release(model, out, components=components, metadata=metadata)
     entry["name"] = name
-    _atomic_write_bytes(out / RELEASE_FILENAME, _json_bytes(entry))
+    atomic_write_bytes(out / RELEASE_FILENAME, _json_bytes(entry))
     card = model_card(entry, train_config=train, run_metrics=run_metrics, eval_metrics=eval_metrics, steps=steps)
-    _atomic_write_bytes(out / CARD_FILENAME, card.encode())
+    atomic_write_bytes(out / CARD_FILENAME, card.encode())
     if manifest is not None:
         merge_manifest_entry(name, dict(entry, url=out.resolve().as_uri()), manifest, force=force)
     return entry

@@ -17,7 +17,8 @@ from typing import Any
 from huggingface_hub import HfApi
 
 from .export import CARD_FILENAME, CARD_REPO_PLACEHOLDER, ExportError, merge_manifest_entry
-from .weights import RELEASE_FILENAME, _atomic_write_bytes, sha256_file
+from .io_atomic import atomic_write_bytes
+from .weights import RELEASE_FILENAME, sha256_file
 
 __all__ = ["PublishError", "publish_release"]
 
@@ -65,7 +66,7 @@ def publish_release(
     entry = _check_release(folder)
     card = folder / CARD_FILENAME
     if card.is_file() and CARD_REPO_PLACEHOLDER in (text := card.read_text()):
-        _atomic_write_bytes(card, text.replace(CARD_REPO_PLACEHOLDER, f"hf://{repo_id}").encode())
+        atomic_write_bytes(card, text.replace(CARD_REPO_PLACEHOLDER, f"hf://{repo_id}").encode())
     api = api or HfApi(token=token)
     # private=None leaves the visibility to the account's default (public unless the org enforces private)
     api.create_repo(repo_id, repo_type="model", private=True if private else None, exist_ok=True)

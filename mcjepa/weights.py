@@ -63,9 +63,7 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import sys
-import tempfile
 import urllib.parse
 import urllib.request
 import warnings
@@ -87,6 +85,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import MODEL_VARIANTS, ModelConfig, model_config
+from .io_atomic import atomic_write_bytes, atomic_writer
 from .model import COMPONENTS, MCJEPA
 
 __all__ = [
@@ -221,25 +220,6 @@ def _offline_is_on(flags: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write_bytes(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
-    """Write ``data`` (bytes, or a sequence of chunks) to ``path`` atomically: a temporary file in
-    the same folder, renamed over ``path``. The file gets the usual mode of a new file,
-    ``0o666 & ~umask`` (``tempfile.mkstemp`` would leave it ``0o600``)."""
-    path = Path(path)
-    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    # O_EXCL: never write through an existing file or link; mode 0o666 is reduced by the umask
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _safetensors_chunks(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> list[bytes | memoryview]:
     """Serialise ``state`` as safetensors with a deterministic header.
 
@@ -285,7 +265,7 @@ def _write_safetensors(path: Path, state: Mapping[str, torch.Tensor], metadata: 
     ``state`` with ``metadata`` (deterministic bytes) and write it atomically with the usual
     file mode."""
     _check_finite({path.name: state})
-    _atomic_write_bytes(path, _safetensors_chunks(state, metadata))
+    atomic_write_bytes(path, _safetensors_chunks(state, metadata))
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -368,8 +348,8 @@ def save_release(
     from . import __version__
 
     entry["mcjepa_version"] = __version__
-    _atomic_write_bytes(out / CONFIG_FILENAME, _json_bytes(config))
-    _atomic_write_bytes(out / RELEASE_FILENAME, _json_bytes(entry))
+    atomic_write_bytes(out / CONFIG_FILENAME, _json_bytes(config))
+    atomic_write_bytes(out / RELEASE_FILENAME, _json_bytes(entry))
     return entry
 
 
@@ -758,10 +738,9 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
             "pass weights= the local release folder or .safetensors file (FILE#sha256=<hex> to check a bare file)."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, requests.get(url, stream=True, timeout=(10, 60)) as resp:
+        with atomic_writer(target) as out, requests.get(url, stream=True, timeout=(10, 60)) as resp:
             resp.raise_for_status()
             total = int(resp.headers.get("content-length") or 0) or size
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name) as bar:
@@ -769,13 +748,12 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-        actual = digest.hexdigest()
-        if expected is not None and actual != expected:
-            raise WeightsIntegrityError(
-                f"downloaded {url} has sha256 {actual}, expected {expected}: the server sent a different or corrupted "
-                "file. Try again later, or check the release's release.json."
-            )
-        os.replace(tmp, target)
+            actual = digest.hexdigest()
+            if expected is not None and actual != expected:  # raised inside: the cache keeps its old file
+                raise WeightsIntegrityError(
+                    f"downloaded {url} has sha256 {actual}, expected {expected}: the server sent a different or "
+                    "corrupted file. Try again later, or check the release's release.json."
+                )
         return target
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
@@ -787,8 +765,6 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
             f"cannot download {url} ({type(exc).__name__}: no connection) and it is not cached in {target.parent}. "
             "Connect to the internet, or pass weights= a local release folder or .safetensors file."
         ) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _resolve_url(url: str, components: Sequence[str] | None, sha256: str | None = None) -> ResolvedRelease:
