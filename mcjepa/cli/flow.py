@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .. import flow
     from ..data.synthetic import example_pair
+    from ..devices import resolve_device
 
     example = None
     try:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             example = example_pair()
             image1, image2 = example.image1, example.image2
             what = f"the built-in synthetic example pair ({image1.shape[1]}x{image1.shape[2]}, H x W)"
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(args.device)
         untrained = args.weights is None and not args.pretrained
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the untrained warning is printed below instead
