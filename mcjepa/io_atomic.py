@@ -1,4 +1,6 @@
-"""The one atomic file writer: checkpoints, releases, manifests and the download cache use it.
+"""The one atomic file writer (checkpoints, releases, manifests and the download cache use it),
+and the JSON helpers that go with it (:func:`json_bytes` for release and manifest files,
+:func:`read_json` for reading them back).
 
 A file is written to a temporary file in the same folder (``.<name>.<random hex>.tmp``, created
 with ``O_EXCL`` and mode ``0o666`` so that it gets the usual mode of a new file,
@@ -10,14 +12,15 @@ never a partial one; on any error the temporary file is removed and the target i
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["atomic_write_bytes", "atomic_writer", "fsync_dir"]
+__all__ = ["atomic_write_bytes", "atomic_writer", "fsync_dir", "json_bytes", "read_json"]
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -62,3 +65,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview | Seque
     with atomic_writer(path) as fh:
         for chunk in chunks:
             fh.write(chunk)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the JSON bytes written for release, config and manifest files: indented by 2,
+    keys sorted, one trailing newline."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def read_json(path: str | os.PathLike, what: str, error: type[Exception] = ValueError) -> Any:
+    """Read the JSON file ``path``; raise ``error`` (naming ``what`` and the path) when it cannot
+    be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{what} ({path}) is not readable JSON: {exc}") from None

@@ -18,12 +18,11 @@ from huggingface_hub import HfApi
 
 from .export import CARD_FILENAME, CARD_REPO_PLACEHOLDER, ExportError, merge_manifest_entry
 from .io_atomic import atomic_write_bytes
-from .weights import RELEASE_FILENAME, sha256_file
+from .weights import COMMIT_SHA, RELEASE_FILENAME, sha256_file
 
 __all__ = ["PublishError", "publish_release"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 class PublishError(RuntimeError):
@@ -80,7 +79,7 @@ def publish_release(
         commit_message=f"mcjepa release {entry.get('name', folder.name)}",
     )
     sha = getattr(info, "oid", None)
-    if not isinstance(sha, str) or not _COMMIT_SHA.match(sha):
+    if not isinstance(sha, str) or not COMMIT_SHA.match(sha):
         raise PublishError(f"the Hub returned no commit sha for the upload (got {sha!r}); the manifest is unchanged")
     entry.update({"repo_id": repo_id, "revision": sha, "status": "published"})
     entry.setdefault("metadata", {})["branch"] = revision or "main"

@@ -85,10 +85,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import MODEL_VARIANTS, ModelConfig, model_config
-from .io_atomic import atomic_write_bytes, atomic_writer
+from .io_atomic import atomic_write_bytes, atomic_writer, json_bytes, read_json
 from .model import COMPONENTS, MCJEPA
 
 __all__ = [
+    "COMMIT_SHA",
     "FORMAT_VERSION",
     "MANIFEST_FILENAME",
     "NonFiniteWeightsError",
@@ -103,6 +104,7 @@ __all__ = [
     "cache_dir",
     "load_manifest",
     "load_model",
+    "manifest_candidates",
     "load_state_dict_strict",
     "read_component",
     "resolve",
@@ -122,7 +124,7 @@ _KEY_SIGNATURES = {
     "flow_head": {"reducers", "decoder", "context"},
     "expander": {"layers"},
 }
-_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")  # a pinned Hub revision (also checked by mcjepa.publish)
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _SHA256_FRAGMENT = "#sha256="
 _REDO = (
@@ -268,10 +270,6 @@ def _write_safetensors(path: Path, state: Mapping[str, torch.Tensor], metadata: 
     atomic_write_bytes(path, _safetensors_chunks(state, metadata))
 
 
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-
-
 def save_release(
     model: MCJEPA,
     out_dir: str | os.PathLike,
@@ -348,15 +346,17 @@ def save_release(
     from . import __version__
 
     entry["mcjepa_version"] = __version__
-    atomic_write_bytes(out / CONFIG_FILENAME, _json_bytes(config))
-    atomic_write_bytes(out / RELEASE_FILENAME, _json_bytes(entry))
+    atomic_write_bytes(out / CONFIG_FILENAME, json_bytes(config))
+    atomic_write_bytes(out / RELEASE_FILENAME, json_bytes(entry))
     return entry
 
 
 # --------------------------------------------------------------------------- manifest
 
 
-def _manifest_candidates() -> list[Path]:
+def manifest_candidates() -> list[Path]:
+    """Where :func:`load_manifest` looks, in order: ``$MCJEPA_MANIFEST`` when set, then the
+    repository root's ``weights_manifest.json`` (the packaged copy is read after these)."""
     import mcjepa
 
     candidates = []
@@ -380,7 +380,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
     else:
         text, where = None, ""
         tried = []
-        for candidate in _manifest_candidates():
+        for candidate in manifest_candidates():
             tried.append(str(candidate))
             if candidate.is_file():
                 text, where = candidate.read_text(), str(candidate)
@@ -465,13 +465,6 @@ def _release_from_entry(
     )
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsIntegrityError(f"{what} ({path}) is not readable JSON: {exc}") from None
-
-
 def _resolve_local(path: Path, components: Sequence[str] | None, sha256: str | None = None) -> ResolvedRelease:
     if path.is_dir():
         if sha256 is not None:
@@ -483,7 +476,7 @@ def _resolve_local(path: Path, components: Sequence[str] | None, sha256: str | N
                 f"{path} is not a release folder: it has no {RELEASE_FILENAME} (found .safetensors: {found}). "
                 "Write releases with mcjepa.weights.save_release, or pass one .safetensors file as weights=."
             )
-        entry = _read_json(release_json, "release description")
+        entry = read_json(release_json, "release description", WeightsIntegrityError)
 
         def locate(filename: str) -> Path:
             return path / filename
@@ -536,7 +529,7 @@ def _resolve_single_file(
     sibling = path.parent / RELEASE_FILENAME
     entry: dict[str, Any] | None = None
     if expected is None and sibling.is_file():
-        candidate = _read_json(sibling, "release description")
+        candidate = read_json(sibling, "release description", WeightsIntegrityError)
         listed = candidate.get("files") if isinstance(candidate, dict) else None
         for comp, info in (listed if isinstance(listed, dict) else {}).items():
             if isinstance(info, dict) and info.get("filename") == path.name:
@@ -698,10 +691,10 @@ def _resolve_hf(spec: str, components: Sequence[str] | None) -> ResolvedRelease:
         if isinstance(entry, dict) and entry.get("repo_id") == repo_id and revision in (None, entry.get("revision")):
             return _resolve_manifest_entry(name, entry, components)
     release_json = _hf_download(repo_id, RELEASE_FILENAME, revision)
-    entry = _read_json(release_json, f"{RELEASE_FILENAME} of {spec}")
+    entry = read_json(release_json, f"{RELEASE_FILENAME} of {spec}", WeightsIntegrityError)
     # pin every file to the snapshot release.json came from
     snapshot = release_json.parent.name
-    pinned = snapshot if _COMMIT_SHA.match(snapshot) else revision
+    pinned = snapshot if COMMIT_SHA.match(snapshot) else revision
 
     def locate(filename: str) -> Path:
         return _hf_download(repo_id, filename, pinned)
@@ -783,7 +776,7 @@ def _resolve_url(url: str, components: Sequence[str] | None, sha256: str | None 
     if sha256 is not None:
         raise _hash_of_a_release(url, f"release URL, checked against its {RELEASE_FILENAME}")
     release_json = _download(f"{base}/{RELEASE_FILENAME}", refresh=True)
-    entry = _read_json(release_json, f"{RELEASE_FILENAME} of {base}")
+    entry = read_json(release_json, f"{RELEASE_FILENAME} of {base}", WeightsIntegrityError)
     entry = _check_entry(entry, f"{base}/{RELEASE_FILENAME}")
 
     def locate(filename: str) -> Path:
