@@ -3,8 +3,9 @@
 A checkpoint holds the model, optimiser, step, data positions and every RNG state. Files are
 written with :func:`mcjepa.io_atomic.atomic_writer` (a temporary file, fsynced and renamed), so
 a crash never leaves a partial checkpoint, and only the last ``keep_last`` are kept. Loading
-uses ``torch.load(weights_only=True)``: no arbitrary objects are unpickled. A file that still fails to load (truncated by a full disk, a
-copy cut short) raises :class:`CheckpointError`; the trainer then falls back to the next newest.
+uses ``torch.load(weights_only=True)``: no arbitrary objects are unpickled. A file that still
+fails to load (truncated by a full disk, a copy cut short) raises :class:`CheckpointError`; the
+trainer then falls back to the next newest.
 """
 
 from __future__ import annotations
