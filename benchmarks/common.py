@@ -27,6 +27,8 @@ from typing import Any
 import torch
 
 from mcjepa.config import ModelConfig, model_config
+from mcjepa.devices import DeviceError
+from mcjepa.devices import resolve_device as _resolve_device
 
 __all__ = [
     "CPU_NOTE",
@@ -58,17 +60,13 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """Return the torch device for ``cpu``, ``cuda`` or ``cuda:N``; ``auto`` picks CUDA when present.
+    """:func:`mcjepa.devices.resolve_device` for ``--device``; ``auto`` picks CUDA when present.
 
-    Raises ``SystemExit`` with a clear message when CUDA is asked for but absent."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available in this torch build / machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise SystemExit(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
-    return dev
+    Raises ``SystemExit`` with its message (e.g. when CUDA is asked for but absent)."""
+    try:
+        return _resolve_device(name, option="--device")
+    except DeviceError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def autocast(device: torch.device, dtype: str) -> AbstractContextManager:

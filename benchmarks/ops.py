@@ -8,9 +8,9 @@ flow call, as in training). Timed, per level:
 
 * ``local_correlation`` (:mod:`mcjepa.ops`, the model's implementation: 81 shifted
   multiply-and-sum passes);
-* ``local_correlation_tiled`` (:mod:`mcjepa.ops_fast`, batched matmuls over width tiles);
-* ``local_correlation_reference`` (the per-pixel Python loop), only at levels with at most
-  ``--reference-max-positions`` positions (it is very slow);
+* ``local_correlation_tiled`` (:mod:`benchmarks.ops_fast`, batched matmuls over width tiles);
+* ``local_correlation_reference`` (:mod:`benchmarks.ops_fast`, the per-pixel Python loop), only
+  at levels with at most ``--reference-max-positions`` positions (it is very slow);
 * ``backward_warp`` with a random flow of a few pixels;
 * with ``--compile``, ``torch.compile(local_correlation)`` too.
 
@@ -27,8 +27,7 @@ from typing import Any
 import torch
 
 from mcjepa.config import model_config
-from mcjepa.ops import backward_warp, local_correlation, local_correlation_reference, normalize_feature_pair
-from mcjepa.ops_fast import local_correlation_tiled
+from mcjepa.ops import backward_warp, local_correlation, normalize_feature_pair
 
 from .common import (
     add_common_args,
@@ -40,6 +39,7 @@ from .common import (
     setup_threads,
     write_json,
 )
+from .ops_fast import local_correlation_reference, local_correlation_tiled
 
 __all__ = ["main", "pyramid_shapes"]
 

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import MODEL_VARIANTS, ModelConfig
+from .io_atomic import atomic_write_bytes, json_bytes, read_json
 from .model import MCJEPA
 from .weights import (
     RELEASE_FILENAME,
-    _atomic_write_bytes,
-    _json_bytes,
-    _manifest_candidates,
     load_manifest,
+    manifest_candidates,
     save_release,
 )
 
@@ -119,13 +118,6 @@ def flatten_metrics(obj: Any, prefix: str = "") -> dict[str, float]:
         if math.isfinite(obj):
             out[prefix.rstrip(".")] = obj
     return out
-
-
-def _read_json_file(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ExportError(f"cannot read {what} {path}: {exc}") from None
 
 
 _NOT_METRICS = ("n_", "seconds", "worst", "dumps")
@@ -299,7 +291,7 @@ def model_card(
 def default_manifest_path() -> Path:
     """Return the manifest :func:`mcjepa.weights.load_manifest` reads: ``$MCJEPA_MANIFEST`` or the
     repository root's ``weights_manifest.json``."""
-    candidates = _manifest_candidates()
+    candidates = manifest_candidates()
     for c in candidates:
         if c.is_file():
             return c
@@ -324,7 +316,7 @@ def merge_manifest_entry(
             "refusing to overwrite it. Choose another --name, or pass --force to replace it."
         )
     manifest["models"][name] = json.loads(json.dumps(entry))
-    _atomic_write_bytes(path, _json_bytes(manifest))
+    atomic_write_bytes(path, json_bytes(manifest))
     return path
 
 
@@ -368,11 +360,11 @@ def export_release(
     run_metrics: dict[str, float] = {}
     run_dir = _run_dir_of(ckpt_path)
     if run_dir is not None and (run_dir / "summary.json").is_file():
-        summary = _read_json_file(run_dir / "summary.json", "run summary")
+        summary = read_json(run_dir / "summary.json", "run summary", ExportError)
         run_metrics = {k: v for k, v in flatten_metrics(summary).items() if k.startswith(("trained_", "untrained_"))}
     eval_metrics: dict[str, float] = {}
     for p in eval_results:
-        eval_metrics.update(eval_metrics_from_results(_read_json_file(Path(p), "eval results"), Path(p)))
+        eval_metrics.update(eval_metrics_from_results(read_json(Path(p), "eval results", ExportError), Path(p)))
 
     components = ["encoder", "flow_head"] + (["expander"] if with_expander else [])
     # the variant the run was built from (its config may override parts of it: config.json is exact)
@@ -390,9 +382,9 @@ def export_release(
         metadata["variant"] = variant
     entry = save_release(model, out, components=components, metadata=metadata)
     entry["name"] = name
-    _atomic_write_bytes(out / RELEASE_FILENAME, _json_bytes(entry))
+    atomic_write_bytes(out / RELEASE_FILENAME, json_bytes(entry))
     card = model_card(entry, train_config=train, run_metrics=run_metrics, eval_metrics=eval_metrics, steps=steps)
-    _atomic_write_bytes(out / CARD_FILENAME, card.encode())
+    atomic_write_bytes(out / CARD_FILENAME, card.encode())
     if manifest is not None:
         merge_manifest_entry(name, dict(entry, url=out.resolve().as_uri()), manifest, force=force)
     return entry

@@ -35,7 +35,7 @@ from .encoder import MIN_INPUT_SIZE, ConvNeXtPyramid, imagenet_normalize
 from .flow_io import read_flo, read_kitti_flow, write_flo, write_kitti_flow
 from .image_io import to_rgb
 from .model import MCJEPA, build_model
-from .ops import backward_warp, flow_validity_mask
+from .ops import backward_warp, flow_validity_mask, forward_backward_occlusion
 
 __all__ = [
     "MIN_SIZE",
@@ -359,8 +359,6 @@ def occlusion_mask(
         raise ValueError(
             f"flow_fwd and flow_bwd must have the same shape, got {tuple(flow_fwd.shape)} and {tuple(flow_bwd.shape)}"
         )
-    from .losses import forward_backward_occlusion  # the training-side check: one formula
-
     consistent = forward_backward_occlusion(f, b.to(f.device), alpha1=alpha1, alpha2=alpha2)
     occluded = (consistent < 0.5) | (flow_validity_mask(f) < 0.5)
     return occluded if batched else occluded[0]

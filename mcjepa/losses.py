@@ -27,7 +27,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops import backward_warp, flow_validity_mask, standardize_feature_pair, upcast_half
+from .ops import (  # forward_backward_occlusion lives in ops; re-exported here (mcjepa.losses API)
+    backward_warp,
+    check_flow,
+    check_nchw,
+    flow_validity_mask,
+    forward_backward_occlusion,
+    standardize_feature_pair,
+    upcast_half,
+)
 
 __all__ = [
     "PAPER_REG_WEIGHTS",
@@ -64,24 +72,6 @@ _SSIM_C2 = 0.03**2  # (K2 * data_range)^2
 # input checks
 
 
-def _check_nchw(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a (B, C, H, W) tensor, got {shape}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-
-
-def _check_flow(name: str, flow: Tensor, size: torch.Size | None = None, batch: int | None = None) -> None:
-    _check_nchw(name, flow)
-    if flow.shape[1] != 2:
-        raise ValueError(f"{name} must be (B, 2, H, W) (u, v in pixels), got {tuple(flow.shape)}")
-    if size is not None and flow.shape[-2:] != size:
-        raise ValueError(f"{name} has spatial size {tuple(flow.shape[-2:])}, expected {tuple(size)}")
-    if batch is not None and flow.shape[0] != batch:
-        raise ValueError(f"{name} has batch size {flow.shape[0]}, expected {batch}")
-
-
 def _check_unit_range(**images: Tensor) -> None:
     """Raise if any image lies outside [0, 1] (one host sync for all of them)."""
     stats = torch.stack([torch.stack(torch.aminmax(img.detach().float())) for img in images.values()])
@@ -112,7 +102,7 @@ def _check_pyramid_args(
     for i, lvl in enumerate(levels):
         if not 0 <= lvl < len(feats_src):
             raise ValueError(f"level index {lvl} is outside the {len(feats_src)}-level pyramid")
-        _check_flow(f"{name}[{i}]", level_flows[i], feats_src[lvl].shape[-2:], feats_src[lvl].shape[0])
+        check_flow(f"{name}[{i}]", level_flows[i], feats_src[lvl].shape[-2:], feats_src[lvl].shape[0])
 
 
 def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
@@ -206,8 +196,8 @@ def ssim(x: Tensor, y: Tensor, window: int = 3, padding: str = "reflect") -> Ten
     Returns:
         SSIM values in ``[-1, 1]``, 1 where the two windows are identical.
     """
-    _check_nchw("x", x)
-    _check_nchw("y", y)
+    check_nchw("x", x)
+    check_nchw("y", y)
     if x.shape != y.shape:
         raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must have the same shape")
     if window < 1 or window % 2 == 0:
@@ -270,8 +260,8 @@ def photometric_loss(
         Scalar tensor, 0 when the mask is empty.
     """
     ssim_weight = ssim
-    _check_nchw("image1", image1)
-    _check_nchw("image2_warped", image2_warped)
+    check_nchw("image1", image1)
+    check_nchw("image2_warped", image2_warped)
     if image1.shape != image2_warped.shape:
         raise ValueError(f"image1 {tuple(image1.shape)} and image2_warped {tuple(image2_warped.shape)} differ in shape")
     if check_range:
@@ -315,8 +305,8 @@ def smoothness_loss(
     Returns:
         Scalar tensor (pixels per pixel times ``flow_scale``).
     """
-    _check_nchw("image", image)
-    _check_flow("flow", flow, image.shape[-2:], image.shape[0])
+    check_nchw("image", image)
+    check_flow("flow", flow, image.shape[-2:], image.shape[0])
     if min(flow.shape[-2:]) < 2:
         raise ValueError(f"smoothness needs H, W >= 2, got {tuple(flow.shape[-2:])}")
     if check_range:
@@ -328,31 +318,6 @@ def smoothness_loss(
     loss_x = (w_x * (f[..., :, 1:] - f[..., :, :-1]).abs()).mean()
     loss_y = (w_y * (f[..., 1:, :] - f[..., :-1, :]).abs()).mean()
     return 0.5 * (loss_x + loss_y)
-
-
-@torch.no_grad()
-def forward_backward_occlusion(flow_fwd: Tensor, flow_bwd: Tensor, alpha1: float = 0.01, alpha2: float = 0.5) -> Tensor:
-    """Forward-backward consistency mask (UnFlow, ARFlow's ``get_occu_mask_bidirection``).
-
-    With ``b = backward_warp(flow_bwd, flow_fwd)`` (the backward flow read where each pixel
-    lands, zeros outside the image), a pixel is occluded when
-    ``|f + b|^2 > alpha1 * (|f|^2 + |b|^2) + alpha2`` (squared pixels of the flows' grid).
-    Computed without gradient.
-
-    Args:
-        flow_fwd: ``(B, 2, H, W)`` flow t -> t+1 on frame t's grid.
-        flow_bwd: ``(B, 2, H, W)`` flow t+1 -> t on frame t+1's grid.
-
-    Returns:
-        ``(B, 1, H, W)`` float mask on frame t's grid: 1 = consistent (visible), 0 = occluded.
-    """
-    _check_flow("flow_fwd", flow_fwd)
-    _check_flow("flow_bwd", flow_bwd, flow_fwd.shape[-2:], flow_fwd.shape[0])
-    f = upcast_half(flow_fwd)
-    b = backward_warp(upcast_half(flow_bwd).to(f.dtype), f)
-    diff = (f + b).square().sum(1, keepdim=True)
-    mag = f.square().sum(1, keepdim=True) + b.square().sum(1, keepdim=True)
-    return (diff <= alpha1 * mag + alpha2).to(flow_fwd.dtype)
 
 
 def cycle_consistency_loss(
@@ -474,7 +439,7 @@ def variance_covariance_terms(
         ``(var, cov)``: ``mean_j relu(gamma - sqrt(Var_j + eps))`` and
         ``sum_{i != j} Cov_ij^2 / C``.
     """
-    _check_nchw("x", x)
+    check_nchw("x", x)
     _check_choice("pooling", pooling, VC_POOLINGS)
     if pooling == "image":
         return _per_image_var_cov(x, gamma, eps, max_samples, generator, with_cov)

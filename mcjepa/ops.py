@@ -1,4 +1,5 @@
-"""Backward warping, feature normalisation and the local correlation (cost) volume.
+"""Backward warping, feature normalisation, the local correlation (cost) volume and the
+forward-backward occlusion check (shared by the training losses and the flow API).
 
 Conventions (see ``docs``/README "Conventions"):
 
@@ -17,9 +18,11 @@ from torch import Tensor
 
 __all__ = [
     "backward_warp",
+    "check_flow",
+    "check_nchw",
     "flow_validity_mask",
+    "forward_backward_occlusion",
     "local_correlation",
-    "local_correlation_reference",
     "normalize_feature_pair",
     "standardize_feature_pair",
     "upsample_flow",
@@ -160,19 +163,50 @@ def local_correlation(source: Tensor, target: Tensor, max_displacement: int = 4)
     return torch.stack(costs, dim=1) / c
 
 
-def local_correlation_reference(source: Tensor, target: Tensor, max_displacement: int = 4) -> Tensor:
-    """Slow per-pixel, per-displacement loop implementation of :func:`local_correlation`,
-    kept as the numerical reference for tests and benchmarks. Returns the same layout."""
-    d = int(max_displacement)
-    b, c, h, w = source.shape
-    out = source.new_zeros(b, (2 * d + 1) ** 2, h, w)
-    k = 0
-    for dy in range(-d, d + 1):
-        for dx in range(-d, d + 1):
-            for y in range(h):
-                for x in range(w):
-                    ty, tx = y + dy, x + dx
-                    if 0 <= ty < h and 0 <= tx < w:
-                        out[:, k, y, x] = (source[:, :, y, x] * target[:, :, ty, tx]).sum(1) / c
-            k += 1
-    return out
+# ------------------------------------------------------------------ input checks and occlusion
+
+
+def check_nchw(name: str, x: Tensor) -> None:
+    """Raise unless ``x`` is a floating-point ``(B, C, H, W)`` tensor (messages name ``name``)."""
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a (B, C, H, W) tensor, got {shape}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def check_flow(name: str, flow: Tensor, size: torch.Size | None = None, batch: int | None = None) -> None:
+    """Raise unless ``flow`` is a floating-point ``(B, 2, H, W)`` flow, of spatial ``size`` and
+    batch ``batch`` when given (messages name ``name``)."""
+    check_nchw(name, flow)
+    if flow.shape[1] != 2:
+        raise ValueError(f"{name} must be (B, 2, H, W) (u, v in pixels), got {tuple(flow.shape)}")
+    if size is not None and flow.shape[-2:] != size:
+        raise ValueError(f"{name} has spatial size {tuple(flow.shape[-2:])}, expected {tuple(size)}")
+    if batch is not None and flow.shape[0] != batch:
+        raise ValueError(f"{name} has batch size {flow.shape[0]}, expected {batch}")
+
+
+@torch.no_grad()
+def forward_backward_occlusion(flow_fwd: Tensor, flow_bwd: Tensor, alpha1: float = 0.01, alpha2: float = 0.5) -> Tensor:
+    """Forward-backward consistency mask (UnFlow, ARFlow's ``get_occu_mask_bidirection``).
+
+    With ``b = backward_warp(flow_bwd, flow_fwd)`` (the backward flow read where each pixel
+    lands, zeros outside the image), a pixel is occluded when
+    ``|f + b|^2 > alpha1 * (|f|^2 + |b|^2) + alpha2`` (squared pixels of the flows' grid).
+    Computed without gradient.
+
+    Args:
+        flow_fwd: ``(B, 2, H, W)`` flow t -> t+1 on frame t's grid.
+        flow_bwd: ``(B, 2, H, W)`` flow t+1 -> t on frame t+1's grid.
+
+    Returns:
+        ``(B, 1, H, W)`` float mask on frame t's grid: 1 = consistent (visible), 0 = occluded.
+    """
+    check_flow("flow_fwd", flow_fwd)
+    check_flow("flow_bwd", flow_bwd, flow_fwd.shape[-2:], flow_fwd.shape[0])
+    f = upcast_half(flow_fwd)
+    b = backward_warp(upcast_half(flow_bwd).to(f.dtype), f)
+    diff = (f + b).square().sum(1, keepdim=True)
+    mag = f.square().sum(1, keepdim=True) + b.square().sum(1, keepdim=True)
+    return (diff <= alpha1 * mag + alpha2).to(flow_fwd.dtype)

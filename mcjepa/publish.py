@@ -17,12 +17,12 @@ from typing import Any
 from huggingface_hub import HfApi
 
 from .export import CARD_FILENAME, CARD_REPO_PLACEHOLDER, ExportError, merge_manifest_entry
-from .weights import RELEASE_FILENAME, _atomic_write_bytes, sha256_file
+from .io_atomic import atomic_write_bytes
+from .weights import COMMIT_SHA, RELEASE_FILENAME, sha256_file
 
 __all__ = ["PublishError", "publish_release"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 class PublishError(RuntimeError):
@@ -65,7 +65,7 @@ def publish_release(
     entry = _check_release(folder)
     card = folder / CARD_FILENAME
     if card.is_file() and CARD_REPO_PLACEHOLDER in (text := card.read_text()):
-        _atomic_write_bytes(card, text.replace(CARD_REPO_PLACEHOLDER, f"hf://{repo_id}").encode())
+        atomic_write_bytes(card, text.replace(CARD_REPO_PLACEHOLDER, f"hf://{repo_id}").encode())
     api = api or HfApi(token=token)
     # private=None leaves the visibility to the account's default (public unless the org enforces private)
     api.create_repo(repo_id, repo_type="model", private=True if private else None, exist_ok=True)
@@ -79,7 +79,7 @@ def publish_release(
         commit_message=f"mcjepa release {entry.get('name', folder.name)}",
     )
     sha = getattr(info, "oid", None)
-    if not isinstance(sha, str) or not _COMMIT_SHA.match(sha):
+    if not isinstance(sha, str) or not COMMIT_SHA.match(sha):
         raise PublishError(f"the Hub returned no commit sha for the upload (got {sha!r}); the manifest is unchanged")
     entry.update({"repo_id": repo_id, "revision": sha, "status": "published"})
     entry.setdefault("metadata", {})["branch"] = revision or "main"

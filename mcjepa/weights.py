@@ -63,9 +63,7 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import sys
-import tempfile
 import urllib.parse
 import urllib.request
 import warnings
@@ -87,9 +85,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import MODEL_VARIANTS, ModelConfig, model_config
+from .io_atomic import atomic_write_bytes, atomic_writer, json_bytes, read_json
 from .model import COMPONENTS, MCJEPA
 
 __all__ = [
+    "COMMIT_SHA",
     "FORMAT_VERSION",
     "MANIFEST_FILENAME",
     "NonFiniteWeightsError",
@@ -104,6 +104,7 @@ __all__ = [
     "cache_dir",
     "load_manifest",
     "load_model",
+    "manifest_candidates",
     "load_state_dict_strict",
     "read_component",
     "resolve",
@@ -123,7 +124,7 @@ _KEY_SIGNATURES = {
     "flow_head": {"reducers", "decoder", "context"},
     "expander": {"layers"},
 }
-_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")  # a pinned Hub revision (also checked by mcjepa.publish)
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _SHA256_FRAGMENT = "#sha256="
 _REDO = (
@@ -221,25 +222,6 @@ def _offline_is_on(flags: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write_bytes(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
-    """Write ``data`` (bytes, or a sequence of chunks) to ``path`` atomically: a temporary file in
-    the same folder, renamed over ``path``. The file gets the usual mode of a new file,
-    ``0o666 & ~umask`` (``tempfile.mkstemp`` would leave it ``0o600``)."""
-    path = Path(path)
-    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    # O_EXCL: never write through an existing file or link; mode 0o666 is reduced by the umask
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _safetensors_chunks(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> list[bytes | memoryview]:
     """Serialise ``state`` as safetensors with a deterministic header.
 
@@ -285,11 +267,7 @@ def _write_safetensors(path: Path, state: Mapping[str, torch.Tensor], metadata: 
     ``state`` with ``metadata`` (deterministic bytes) and write it atomically with the usual
     file mode."""
     _check_finite({path.name: state})
-    _atomic_write_bytes(path, _safetensors_chunks(state, metadata))
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write_bytes(path, _safetensors_chunks(state, metadata))
 
 
 def save_release(
@@ -368,15 +346,17 @@ def save_release(
     from . import __version__
 
     entry["mcjepa_version"] = __version__
-    _atomic_write_bytes(out / CONFIG_FILENAME, _json_bytes(config))
-    _atomic_write_bytes(out / RELEASE_FILENAME, _json_bytes(entry))
+    atomic_write_bytes(out / CONFIG_FILENAME, json_bytes(config))
+    atomic_write_bytes(out / RELEASE_FILENAME, json_bytes(entry))
     return entry
 
 
 # --------------------------------------------------------------------------- manifest
 
 
-def _manifest_candidates() -> list[Path]:
+def manifest_candidates() -> list[Path]:
+    """Where :func:`load_manifest` looks, in order: ``$MCJEPA_MANIFEST`` when set, then the
+    repository root's ``weights_manifest.json`` (the packaged copy is read after these)."""
     import mcjepa
 
     candidates = []
@@ -400,7 +380,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
     else:
         text, where = None, ""
         tried = []
-        for candidate in _manifest_candidates():
+        for candidate in manifest_candidates():
             tried.append(str(candidate))
             if candidate.is_file():
                 text, where = candidate.read_text(), str(candidate)
@@ -485,13 +465,6 @@ def _release_from_entry(
     )
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsIntegrityError(f"{what} ({path}) is not readable JSON: {exc}") from None
-
-
 def _resolve_local(path: Path, components: Sequence[str] | None, sha256: str | None = None) -> ResolvedRelease:
     if path.is_dir():
         if sha256 is not None:
@@ -503,7 +476,7 @@ def _resolve_local(path: Path, components: Sequence[str] | None, sha256: str | N
                 f"{path} is not a release folder: it has no {RELEASE_FILENAME} (found .safetensors: {found}). "
                 "Write releases with mcjepa.weights.save_release, or pass one .safetensors file as weights=."
             )
-        entry = _read_json(release_json, "release description")
+        entry = read_json(release_json, "release description", WeightsIntegrityError)
 
         def locate(filename: str) -> Path:
             return path / filename
@@ -556,7 +529,7 @@ def _resolve_single_file(
     sibling = path.parent / RELEASE_FILENAME
     entry: dict[str, Any] | None = None
     if expected is None and sibling.is_file():
-        candidate = _read_json(sibling, "release description")
+        candidate = read_json(sibling, "release description", WeightsIntegrityError)
         listed = candidate.get("files") if isinstance(candidate, dict) else None
         for comp, info in (listed if isinstance(listed, dict) else {}).items():
             if isinstance(info, dict) and info.get("filename") == path.name:
@@ -718,10 +691,10 @@ def _resolve_hf(spec: str, components: Sequence[str] | None) -> ResolvedRelease:
         if isinstance(entry, dict) and entry.get("repo_id") == repo_id and revision in (None, entry.get("revision")):
             return _resolve_manifest_entry(name, entry, components)
     release_json = _hf_download(repo_id, RELEASE_FILENAME, revision)
-    entry = _read_json(release_json, f"{RELEASE_FILENAME} of {spec}")
+    entry = read_json(release_json, f"{RELEASE_FILENAME} of {spec}", WeightsIntegrityError)
     # pin every file to the snapshot release.json came from
     snapshot = release_json.parent.name
-    pinned = snapshot if _COMMIT_SHA.match(snapshot) else revision
+    pinned = snapshot if COMMIT_SHA.match(snapshot) else revision
 
     def locate(filename: str) -> Path:
         return _hf_download(repo_id, filename, pinned)
@@ -758,10 +731,9 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
             "pass weights= the local release folder or .safetensors file (FILE#sha256=<hex> to check a bare file)."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, requests.get(url, stream=True, timeout=(10, 60)) as resp:
+        with atomic_writer(target) as out, requests.get(url, stream=True, timeout=(10, 60)) as resp:
             resp.raise_for_status()
             total = int(resp.headers.get("content-length") or 0) or size
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name) as bar:
@@ -769,13 +741,12 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-        actual = digest.hexdigest()
-        if expected is not None and actual != expected:
-            raise WeightsIntegrityError(
-                f"downloaded {url} has sha256 {actual}, expected {expected}: the server sent a different or corrupted "
-                "file. Try again later, or check the release's release.json."
-            )
-        os.replace(tmp, target)
+            actual = digest.hexdigest()
+            if expected is not None and actual != expected:  # raised inside: the cache keeps its old file
+                raise WeightsIntegrityError(
+                    f"downloaded {url} has sha256 {actual}, expected {expected}: the server sent a different or "
+                    "corrupted file. Try again later, or check the release's release.json."
+                )
         return target
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
@@ -787,8 +758,6 @@ def _download(url: str, expected: str | None = None, size: int | None = None, re
             f"cannot download {url} ({type(exc).__name__}: no connection) and it is not cached in {target.parent}. "
             "Connect to the internet, or pass weights= a local release folder or .safetensors file."
         ) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _resolve_url(url: str, components: Sequence[str] | None, sha256: str | None = None) -> ResolvedRelease:
@@ -807,7 +776,7 @@ def _resolve_url(url: str, components: Sequence[str] | None, sha256: str | None 
     if sha256 is not None:
         raise _hash_of_a_release(url, f"release URL, checked against its {RELEASE_FILENAME}")
     release_json = _download(f"{base}/{RELEASE_FILENAME}", refresh=True)
-    entry = _read_json(release_json, f"{RELEASE_FILENAME} of {base}")
+    entry = read_json(release_json, f"{RELEASE_FILENAME} of {base}", WeightsIntegrityError)
     entry = _check_entry(entry, f"{base}/{RELEASE_FILENAME}")
 
     def locate(filename: str) -> Path:

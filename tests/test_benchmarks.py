@@ -1,4 +1,4 @@
-"""Smoke tests for ``benchmarks/`` (tiny settings, no timing asserts) and ``mcjepa.ops_fast``."""
+"""Smoke tests for ``benchmarks/`` (tiny settings, no timing asserts) and ``benchmarks.ops_fast``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 
 from benchmarks import breakdown, flow_inference, gpu_suite, ops, scaling, training_step
 from benchmarks.common import build_variant, measure, parse_size, resolve_device
-from mcjepa.ops import local_correlation, local_correlation_reference
-from mcjepa.ops_fast import local_correlation_tiled
+from benchmarks.ops_fast import local_correlation_reference, local_correlation_tiled
+from mcjepa.ops import local_correlation
 
 FAST = ["--device", "cpu", "--repeats", "1", "--warmup", "0", "--threads", "1"]
 

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from benchmarks.ops_fast import local_correlation_reference  # the per-pixel loop, kept out of mcjepa.ops
 from mcjepa.ops import (
     backward_warp,
     flow_validity_mask,
     local_correlation,
-    local_correlation_reference,
     normalize_feature_pair,
     upsample_flow,
 )

@@ -399,12 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse already printed why
         return int(exc.code or 0)
-    from ..eval.common import pick_device
+    from ..devices import resolve_device
     from ..eval.report import write_json
 
     torch.manual_seed(args.seed)
     try:
-        device = pick_device(args.device)
+        device = resolve_device(args.device)
         results, table = _RUNNERS[args.task](args, device)
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:  # includes WeightsError
         return _fail(str(err))

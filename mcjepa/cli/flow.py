@@ -181,8 +181,9 @@ def _check_options(args: argparse.Namespace, sequence: bool) -> None:
 
 def _load_model(args: argparse.Namespace):
     from .. import flow
+    from ..devices import resolve_device
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the untrained warning is printed below instead
         warnings.filterwarnings("default", message=".* was NOT verified")  # but an unhashed weights file shows

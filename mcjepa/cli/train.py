@@ -101,9 +101,9 @@ def _expand_list_keys(overrides: list[str], config: str) -> list[str]:
         return overrides
     import copy
 
-    from ..train.config import _parse_value, _read_toml
+    from ..train.config import parse_value, read_toml
 
-    data, _ = _read_toml(config)
+    data, _ = read_toml(config)
     plain: list[str] = []
     lists: dict[str, list] = {}
     for item in overrides:
@@ -125,11 +125,11 @@ def _expand_list_keys(overrides: list[str], config: str) -> list[str]:
         target = entry
         parts = [p for p in tail.lstrip(".").split(".") if p]
         if not parts:
-            current[idx] = _parse_value(text)
+            current[idx] = parse_value(text)
             continue
         for p in parts[:-1]:
             target = target.setdefault(p, {})
-        target[parts[-1]] = _parse_value(text)
+        target[parts[-1]] = parse_value(text)
     return plain + [f"{k}={v!r}" for k, v in lists.items()]
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the evaluators: model loading, input normalisation, stride padding, devices."""
+"""Helpers shared by the evaluators: model loading, input normalisation, stride padding (devices: :mod:`mcjepa.devices`)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,9 @@ from torch.nn import functional as F
 from ..encoder import imagenet_normalize
 from ..model import MCJEPA, build_model
 
-__all__ = ["STRIDE", "load_for_eval", "pick_device", "to_encoder_input", "pad_to_multiple", "encode_pyramid"]
+__all__ = ["STRIDE", "load_for_eval", "to_encoder_input", "pad_to_multiple", "encode_pyramid"]
 
 STRIDE = 32  # the coarsest pyramid level's stride
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """Return ``device`` or, when None / "auto", CUDA if available else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_for_eval(

@@ -1,21 +1,23 @@
 """Atomic training checkpoints that resume exactly.
 
 A checkpoint holds the model, optimiser, step, data positions and every RNG state. Files are
-written to a temporary name and renamed, so a crash never leaves a partial checkpoint, and
-only the last ``keep_last`` are kept. Loading uses ``torch.load(weights_only=True)``: no
-arbitrary objects are unpickled. A file that still fails to load (truncated by a full disk, a
-copy cut short) raises :class:`CheckpointError`; the trainer then falls back to the next newest.
+written with :func:`mcjepa.io_atomic.atomic_writer` (a temporary file, fsynced and renamed), so
+a crash never leaves a partial checkpoint, and only the last ``keep_last`` are kept. Loading
+uses ``torch.load(weights_only=True)``: no arbitrary objects are unpickled. A file that still
+fails to load (truncated by a full disk, a copy cut short) raises :class:`CheckpointError`; the
+trainer then falls back to the next newest.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..io_atomic import atomic_writer
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -76,11 +78,8 @@ def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], kee
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / _PATTERN.format(step=step)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_writer(path) as fh:
+        torch.save(payload, fh)
     if keep_last > 0:
         for old in sorted(folder.glob("ckpt_*.pt"))[:-keep_last]:
             old.unlink(missing_ok=True)

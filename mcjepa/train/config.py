@@ -24,6 +24,8 @@ __all__ = [
     "TrainConfig",
     "available_configs",
     "load_config",
+    "parse_value",
+    "read_toml",
 ]
 
 from ..data.synthetic import MOTION_PRESETS
@@ -388,7 +390,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """Parse a ``--set`` value: TOML scalar/array/inline table, Python literal, else a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -413,7 +415,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {p!r} is not a section")
-        node[parts[-1]] = _parse_value(text.strip())
+        node[parts[-1]] = parse_value(text.strip())
     return out
 
 
@@ -422,7 +424,9 @@ def available_configs() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("mcjepa.configs").iterdir() if p.name.endswith(".toml"))
 
 
-def _read_toml(path_or_name: str | Path) -> tuple[dict[str, Any], str]:
+def read_toml(path_or_name: str | Path) -> tuple[dict[str, Any], str]:
+    """Read a shipped config by name or a TOML file path; return its dict (not validated) and
+    its name (the file stem)."""
     path = Path(path_or_name)
     if path.suffix == ".toml" or path.exists():
         if path.is_dir():
@@ -453,7 +457,7 @@ def _parse_toml(data: bytes, source: str) -> dict[str, Any]:
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Load a shipped config by name (``paper``, ``demo``, ``video-demo``) or a TOML file path,
     apply ``key=value`` overrides, type-check and validate it."""
-    data, stem = _read_toml(name_or_path)
+    data, stem = read_toml(name_or_path)
     data.setdefault("name", stem)
     data = apply_overrides(data, overrides or [])
     cfg = _from_dict(TrainConfig, data)

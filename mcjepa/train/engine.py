@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig, model_config
+from ..io_atomic import atomic_write_bytes
 from ..model import MCJEPA
 from .checkpoint import (
     CheckpointError,
@@ -343,9 +344,7 @@ class Trainer:
             else:
                 dropped += 1
         if dropped:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, path)
+            atomic_write_bytes(path, "".join(kept).encode())
             self._note(f"metrics.jsonl: dropped {dropped} record(s) after step {step} (the resumed run repeats them)")
 
     def _resume(self, allow_config_change: bool = False) -> None:

@@ -1,4 +1,6 @@
-"""Optional faster formulations of :mod:`mcjepa.ops` kernels (pure PyTorch, no extension).
+"""Other formulations of :func:`mcjepa.ops.local_correlation`, used only by the benchmarks and the
+tests (moved here from ``mcjepa/ops_fast.py`` and ``mcjepa.ops``): a faster one and the slow
+per-pixel reference loop (pure PyTorch, no extension).
 
 :func:`local_correlation_tiled` computes exactly what :func:`mcjepa.ops.local_correlation`
 computes (same layout, same zero padding) with batched matrix multiplications instead of 81
@@ -10,7 +12,7 @@ row offset ``dy``, each tile of source positions ``(tile, C)`` is multiplied by 
 ``tile = 16``) but runs them as GEMMs (tensor cores under bf16 on CUDA) instead of
 memory-bound elementwise passes. Results agree with the direct form to float rounding.
 
-Nothing in the model uses this module yet: benchmark it with ``python -m benchmarks.ops``.
+Nothing in the model uses this module: benchmark it with ``python -m benchmarks.ops``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["local_correlation_tiled"]
+__all__ = ["local_correlation_reference", "local_correlation_tiled"]
 
 
 def local_correlation_tiled(source: Tensor, target: Tensor, max_displacement: int = 4, tile: int = 16) -> Tensor:
@@ -57,3 +59,22 @@ def local_correlation_tiled(source: Tensor, target: Tensor, max_displacement: in
         band = prod.as_strided((b, h, n_tiles, tile, k), (s[0], s[1], s[2], span + 1, 1))
         out[:, dy] = band.reshape(b, h, wp, k)[:, :, :w]
     return out.permute(0, 1, 4, 2, 3).reshape(b, k * k, h, w) / c
+
+
+def local_correlation_reference(source: Tensor, target: Tensor, max_displacement: int = 4) -> Tensor:
+    """Slow per-pixel, per-displacement loop implementation of :func:`local_correlation`,
+    kept here (not in the exported :mod:`mcjepa.ops` API) as the numerical reference for the
+    tests and the ``benchmarks.ops`` timings. Returns the same layout."""
+    d = int(max_displacement)
+    b, c, h, w = source.shape
+    out = source.new_zeros(b, (2 * d + 1) ** 2, h, w)
+    k = 0
+    for dy in range(-d, d + 1):
+        for dx in range(-d, d + 1):
+            for y in range(h):
+                for x in range(w):
+                    ty, tx = y + dy, x + dx
+                    if 0 <= ty < h and 0 <= tx < w:
+                        out[:, k, y, x] = (source[:, :, y, x] * target[:, :, ty, tx]).sum(1) / c
+            k += 1
+    return out
