@@ -59,11 +59,12 @@ import huggingface_hub
 import pytest
 import requests
 import torch
+from fixtures_models import seeded_micro
 from huggingface_hub.utils._http import default_client_factory
 from safetensors.torch import load_file, save_file
 from test_export import seeded_training_model, write_run
 
-from mcjepa import MCJEPA, build_model, flow
+from mcjepa import MCJEPA, flow
 from mcjepa.cli.export import main as export_main
 from mcjepa.cli.flow import main as flow_main
 from mcjepa.config import micro as micro_config
@@ -79,16 +80,6 @@ from mcjepa.weights import (
 )
 
 REPO_DIR = str(Path(__file__).resolve().parents[1])
-
-
-def seeded_micro(seed: int = 0):
-    """A micro model (encoder + flow head) with every parameter randomised."""
-    g = torch.Generator().manual_seed(seed)
-    model = build_model("micro").eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model
 
 
 @pytest.fixture(autouse=True)

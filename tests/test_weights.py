@@ -10,6 +10,7 @@ import threading
 import huggingface_hub
 import pytest
 import torch
+from fixtures_models import seeded_micro
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -31,16 +32,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::mcjepa.weights.UnverifiedWeight
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 REPO = "org/mcjepa-micro"
-
-
-def seeded_micro(seed: int):
-    """A micro model with every parameter randomised (an untrained head predicts exactly zero flow)."""
-    g = torch.Generator().manual_seed(seed)
-    model = build_model("micro").eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model
 
 
 @pytest.fixture(scope="module")
