@@ -1,0 +1,120 @@
+"""benchmarks.ablations: the grid's overrides load, --quick runs end to end, reruns resume."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from benchmarks import ablations
+from mcjepa.train.config import load_config
+
+
+@pytest.mark.parametrize("cell", ablations.CELLS, ids=lambda c: c.name)
+def test_every_cell_config_loads(cell):
+    for quick in (False, True):
+        cfg = load_config("demo", ablations.cell_config_overrides(cell, seed=1, quick=quick))
+        assert cfg.run.seed == 1
+    assert cell.paper and cell.row and cell.table
+
+
+def test_grid_is_consistent():
+    names = [c.name for c in ablations.CELLS]
+    assert len(names) == len(set(names))
+    assert "baseline" in names
+    for c in ablations.CELLS:
+        assert c.table in ablations.TABLE_ORDER
+        assert set(c.expect) <= {ablations.EPE, ablations.KNN}
+        assert set(c.expect.values()) <= {"worse", "better", "similar", "crash"}
+    # the Table 11 warm-ups 0 / 1 / 2 paper epochs, scaled by 10/100 after motion starts at 1
+    starts = {c.name: load_config("demo", list(c.overrides)).schedule.vc_start_epoch for c in ablations.CELLS}
+    assert (starts["vc_all_warmup0"], starts["baseline"], starts["vc_all_warmup2"]) == (1.0, 1.1, 1.2)
+
+
+EXPECTED_COLUMNS = (
+    "| cell | paper row | seeds | diverged | EPE (zero flow) | k-NN (random) | nonfinite steps "
+    "| l5 frame_diff / within | wall s | paper | verdict EPE | verdict k-NN |"
+)
+
+
+def test_quick_runs_and_resumes(tmp_path, capsys):
+    start = time.time()
+    assert ablations.main(["--out-dir", str(tmp_path), "--seeds", "0", "--quick", "--cells", "baseline"]) == 0
+    first = ablations.result_path(tmp_path, "baseline", 0)
+    before = (first.stat().st_mtime_ns, first.read_bytes())
+    rec = json.loads(before[1])
+    assert rec["diverged"] is False and rec["error"] is None
+    for key in ("trained_epe", "trained_zero_flow_epe", "shapes_knn", "shapes_knn_random", "wall_time_s"):
+        assert isinstance(rec[key], float), key
+    assert rec["nonfinite_skipped"] == 0
+    assert set(rec["collapse"]) == {f"diag_l{i}_{m}" for i in (3, 4, 5) for m in ("frame_diff", "within")}
+
+    args = ["--out-dir", str(tmp_path), "--seeds", "0", "--quick", "--cells", "baseline", "featnorm_l2"]
+    assert ablations.main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 done, 1 to run" in out and "about" in out and "elapsed" in out
+    assert (first.stat().st_mtime_ns, first.read_bytes()) == before  # not rewritten
+    assert ablations.result_path(tmp_path, "featnorm_l2", 0).exists()
+    assert time.time() - start < 60
+
+    md = (tmp_path / "ablations.md").read_text()
+    assert EXPECTED_COLUMNS in md
+    assert "**Rule.**" in md and "## Table 3 (flow estimator)" in md
+    assert "`baseline`" in md and "`featnorm_l2`" in md
+    assert "Table 3: KITTI 6.21, ISeg 53.2, VSeg 47.9" in md
+    data = json.loads((tmp_path / "ablations.json").read_text())
+    assert set(data["cells"]) == {"baseline", "featnorm_l2"}
+    # one seed: no spread, so no directional verdict
+    assert data["cells"]["featnorm_l2"]["verdict"] == {
+        "epe": "inconclusive (one seed)",
+        "knn": "inconclusive (one seed)",
+    }
+
+
+def test_killed_cell_restarts(tmp_path):
+    """A run folder without a result (a killed cell) is resumed or restarted, not skipped."""
+    run_dir = tmp_path / "runs" / "baseline__seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "junk.txt").write_text("left by a killed run")
+    assert ablations.main(["--out-dir", str(tmp_path), "--seeds", "0", "--quick", "--cells", "baseline"]) == 0
+    assert json.loads(ablations.result_path(tmp_path, "baseline", 0).read_text())["diverged"] is False
+
+
+def test_cell_without_result_resumes_from_checkpoint(tmp_path):
+    """A finished run whose result JSON is missing (killed between the two) resumes from its
+    checkpoint instead of training again."""
+    args = ["--out-dir", str(tmp_path), "--seeds", "0", "--quick", "--cells", "baseline"]
+    assert ablations.main(args) == 0
+    path = ablations.result_path(tmp_path, "baseline", 0)
+    first = json.loads(path.read_text())
+    path.unlink()
+    assert ablations.main(args) == 0
+    again = json.loads(path.read_text())
+    assert again.get("resumed") is True and again["diverged"] is False
+    assert again["trained_epe"] == first["trained_epe"]
+
+
+def _rec(cell, seed, epe, knn, diverged=False):
+    return {"cell": cell, "seed": seed, "trained_epe": epe, "shapes_knn": knn, "diverged": diverged}
+
+
+def test_verdicts():
+    records = [
+        _rec("baseline", 0, 2.0, 0.50),
+        _rec("baseline", 1, 2.1, 0.52),
+        _rec("featnorm_l2", 0, 3.0, 0.40),  # worse on both, beyond the spread: agrees
+        _rec("featnorm_l2", 1, 3.2, 0.41),
+        _rec("channel_c1", 0, 2.05, 0.51),  # similar: within the spread
+        _rec("channel_c1", 1, 2.08, 0.515),
+        _rec("vc_off", 0, 2.0, 0.60),  # better content, paper says worse: disagrees
+        _rec("vc_off", 1, 2.0, 0.61),
+        _rec("layernorm_off", 0, None, None, diverged=True),
+        _rec("layernorm_off", 1, None, None, diverged=True),
+    ]
+    _, data = ablations.build_table(records)
+    v = {n: c["verdict"] for n, c in data["cells"].items()}
+    assert v["featnorm_l2"] == {"epe": "agrees", "knn": "agrees"}
+    assert v["channel_c1"] == {"epe": "agrees (within spread)", "knn": "agrees (within spread)"}
+    assert v["vc_off"] == {"epe": "no paper claim", "knn": "disagrees"}
+    assert v["layernorm_off"]["epe"] == "agrees (diverged)"
