@@ -203,8 +203,9 @@ QUICK_OVERRIDES = (
 COMMON_OVERRIDES = ("run.export_release=false", "run.tensorboard=false")
 
 VERDICT_RULE = (
-    "Verdict per metric, cell vs `baseline` (same seeds): d = mean(cell) - mean(baseline); "
-    "spread = the larger of the two seed ranges (max - min). |d| <= spread: *inconclusive* "
+    "Verdict per metric, cell vs `baseline`, paired by seed (each seed draws its own held-out "
+    "pairs and k-NN images): d_s = cell - baseline for every seed both finished without "
+    "diverging; d = mean of d_s, spread = max(d_s) - min(d_s). |d| <= spread: *inconclusive* "
     "(with one seed the spread is unknown: always inconclusive, except for crashes). Otherwise "
     "the paper's direction (EPE: worse = higher; k-NN: worse = lower) decides *agrees* / "
     "*disagrees*; an expected 'similar' agrees only when inconclusive by this rule and is reported "
@@ -317,7 +318,14 @@ def _stats(values: list[float]) -> dict[str, Any] | None:
     return {"mean": statistics.fmean(vals), "spread": max(vals) - min(vals), "n": len(vals)}
 
 
-def _verdict(expect: str | None, metric: str, cell: dict | None, ref: dict | None, cell_div: list[bool]) -> str:
+def _paired(cell: dict[int, float], ref: dict[int, float]) -> list[float]:
+    """Per-seed differences cell - reference over the seeds both have a finite value for (the
+    held-out EPE pairs and k-NN images are drawn from the run's seed, so only the same seed
+    compares like with like)."""
+    return [cell[k] - ref[k] for k in sorted(set(cell) & set(ref)) if _finite(cell[k]) and _finite(ref[k])]
+
+
+def _verdict(expect: str | None, metric: str, diffs: list[float], cell_div: list[bool]) -> str:
     if expect is None:
         return "no paper claim"
     if expect == "crash":
@@ -326,12 +334,12 @@ def _verdict(expect: str | None, metric: str, cell: dict | None, ref: dict | Non
         if cell_div and not any(cell_div):
             return "disagrees (trained)"
         return "inconclusive (some seeds diverged)"
-    if cell is None or ref is None:
-        return "inconclusive (no finite result)"
-    d = cell["mean"] - ref["mean"]
-    spread = max(cell["spread"], ref["spread"])
-    if min(cell["n"], ref["n"]) < 2:
+    if not diffs:
+        return "inconclusive (no paired result)"
+    if len(diffs) < 2:
         return "inconclusive (one seed)"
+    d = statistics.fmean(diffs)
+    spread = max(diffs) - min(diffs)
     if abs(d) <= spread:
         return "agrees (within spread)" if expect == "similar" else "inconclusive"
     if expect == "similar":
@@ -369,6 +377,10 @@ def build_table(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             "nonfinite_skipped": sum(r.get("nonfinite_skipped") or 0 for r in rs),
             "collapse": coll,
             "wall_time_s": _stats([r.get("wall_time_s") for r in ok]),
+            "per_seed": {
+                EPE: {r["seed"]: r.get("trained_epe") for r in ok},
+                KNN: {r["seed"]: r.get(knn) for r in ok},
+            },
         }
     ref = summary.get("baseline")
     for name, s in summary.items():
@@ -378,12 +390,9 @@ def build_table(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             continue
         for metric in (EPE, KNN):
             expect = cell.expect.get(metric)
-            if expect == "crash" or ref is not None:
-                s["verdict"][metric] = _verdict(
-                    expect, metric, s.get(metric), ref.get(metric) if ref else None, s["diverged"]
-                )
-            else:
-                s["verdict"][metric] = "inconclusive (no baseline result)"
+            diffs = _paired(s["per_seed"][metric], ref["per_seed"][metric]) if ref else []
+            s["paired_diff"] = {**s.get("paired_diff", {}), metric: diffs}
+            s["verdict"][metric] = _verdict(expect, metric, diffs, s["diverged"])
     knn_name = "Fashion-MNIST" if knn == "fmnist_knn" else "shapes"
     lines = [
         "# MC-JEPA ablations on the `demo` config",

@@ -109,6 +109,8 @@ def test_verdicts():
         _rec("channel_c1", 1, 2.08, 0.515),
         _rec("vc_off", 0, 2.0, 0.60),  # better content, paper says worse: disagrees
         _rec("vc_off", 1, 2.0, 0.61),
+        _rec("sampling_epoch_alternation", 0, 2.5, 0.50),  # seeds disagree in sign: inconclusive
+        _rec("sampling_epoch_alternation", 1, 1.6, 0.52),
         _rec("layernorm_off", 0, None, None, diverged=True),
         _rec("layernorm_off", 1, None, None, diverged=True),
     ]
@@ -117,4 +119,5 @@ def test_verdicts():
     assert v["featnorm_l2"] == {"epe": "agrees", "knn": "agrees"}
     assert v["channel_c1"] == {"epe": "agrees (within spread)", "knn": "agrees (within spread)"}
     assert v["vc_off"] == {"epe": "no paper claim", "knn": "disagrees"}
+    assert v["sampling_epoch_alternation"]["epe"] == "inconclusive"
     assert v["layernorm_off"]["epe"] == "agrees (diverged)"
