@@ -95,6 +95,18 @@ def test_cell_without_result_resumes_from_checkpoint(tmp_path):
     assert again["trained_epe"] == first["trained_epe"]
 
 
+def test_unloadable_checkpoints_start_again(tmp_path):
+    args = ["--out-dir", str(tmp_path), "--seeds", "0", "--quick", "--cells", "baseline"]
+    assert ablations.main(args) == 0
+    path = ablations.result_path(tmp_path, "baseline", 0)
+    path.unlink()
+    for ckpt in (tmp_path / "runs" / "baseline__seed0" / "checkpoints").iterdir():
+        ckpt.write_bytes(b"truncated by a kill")
+    assert ablations.main(args) == 0
+    again = json.loads(path.read_text())
+    assert "resumed" not in again and again["diverged"] is False
+
+
 def _rec(cell, seed, epe, knn, diverged=False):
     return {"cell": cell, "seed": seed, "trained_epe": epe, "shapes_knn": knn, "diverged": diverged}
 
