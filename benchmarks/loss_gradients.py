@@ -103,7 +103,9 @@ def zero_flow_drift(model, batch: dict[str, torch.Tensor], settings: dict) -> di
 
     def descent(src, tgt):
         flows = [torch.zeros_like(f).requires_grad_(True) for f in both.forward.level_flows]
-        loss = L.feature_regression_loss(src, tgt, flows, levels, weights, feature_norm=settings["norm"])
+        loss = L.feature_regression_loss(
+            src, tgt, flows, levels, weights, mask_out_of_image=True, feature_norm=settings["norm"]
+        )
         return [-g for g in torch.autograd.grad(loss, flows)]
 
     fwd, bwd = descent(feats1, feats2), descent(feats2, feats1)

@@ -80,10 +80,7 @@ def load(
     ``weights="FILE#sha256=<hex>"``).
     """
     target = torch.device(device) if device is not None else torch.device("cpu")
-    if weights is None and not pretrained:
-        warnings.warn(f"flow.load(): {_UNTRAINED}", UserWarning, stacklevel=2)
-        return build_model(variant).to(target).eval()
-    from .weights import load_model  # lazy: pulls in huggingface_hub only when weights are asked for
+    from .weights import load_model  # lazy: pulls in huggingface_hub only when the flow API loads a model
 
     model = load_model(
         weights,
@@ -92,6 +89,9 @@ def load(
         components=("encoder", "flow_head"),
         map_location=target,
         sha256=sha256,
+        warn_untrained=True,
+        untrained_message=f"flow.load(): {_UNTRAINED}",
+        warn_stacklevel=2,
     )
     return model.eval()
 

@@ -1,7 +1,7 @@
 """``torch.hub`` builders (re-exported by the repository's ``hubconf.py``).
 
-Both take ``pretrained`` and ``weights`` and resolve weights with the rules of
-:func:`mcjepa.weights.load_model`.
+Both take ``pretrained`` and ``weights`` and load through :func:`mcjepa.weights.load_model`
+(the one loader); with neither, the model is randomly initialised and one ``UserWarning`` says so.
 """
 
 from __future__ import annotations
@@ -11,9 +11,21 @@ from typing import Any
 
 from .encoder import ConvNeXtPyramid
 from .model import MCJEPA
-from .weights import load_model
+from .weights import UNTRAINED_MESSAGE, load_model
 
 __all__ = ["mcjepa_convnext_t", "mcjepa_convnext_t_flow"]
+
+
+def _untrained_warning(entry: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for :func:`load_model` with the untrained-model warning on (a caller's own
+    ``warn_untrained=`` / ``untrained_message=`` win)."""
+    variant = kwargs.get("variant", "convnext_t")
+    return {
+        "warn_untrained": True,
+        "untrained_message": f"{entry}(): " + UNTRAINED_MESSAGE.format(variant=variant),
+        "warn_stacklevel": 2,
+        **kwargs,
+    }
 
 
 def mcjepa_convnext_t(
@@ -48,7 +60,9 @@ def mcjepa_convnext_t(
         >>> [f.shape[1] for f in feats]
         [48, 48, 96, 192, 384, 768]
     """
-    model = load_model(weights, pretrained=pretrained, components=("encoder",), **kwargs)
+    model = load_model(
+        weights, pretrained=pretrained, components=("encoder",), **_untrained_warning("mcjepa_convnext_t", kwargs)
+    )
     return model.encoder
 
 
@@ -85,4 +99,5 @@ def mcjepa_convnext_t_flow(pretrained: bool = False, weights: str | os.PathLike 
         >>> flow.shape
         torch.Size([1, 2, 128, 160])
     """
+    kwargs = _untrained_warning("mcjepa_convnext_t_flow", kwargs)
     return load_model(weights, pretrained=pretrained, components=("encoder", "flow_head"), **kwargs)

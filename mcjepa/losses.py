@@ -129,7 +129,8 @@ def feature_regression_loss(
     level_flows: Sequence[Tensor],
     levels: Sequence[int],
     weights: Sequence[float],
-    mask_out_of_image: bool = True,
+    *,
+    mask_out_of_image: bool,
     feature_norm: str = "none",
 ) -> Tensor:
     """L_reg: per-level feature regression between frame t and frame t+1 warped back.
@@ -146,9 +147,14 @@ def feature_regression_loss(
         levels: pyramid indices of ``level_flows`` (``FlowHeadOutput.levels``).
         weights: per-level weights indexed by pyramid level fine to coarse, one per map
             (the paper's: :data:`PAPER_REG_WEIGHTS`). Levels with weight 0 are skipped.
-        mask_out_of_image: default True: average only over positions whose sample
-            ``p + f(p)`` lies inside the image. Backward warping reads zeros outside, so without
-            the mask the loss would pull features towards zero and flows away from the borders.
+        mask_out_of_image: required, no default (the two choices pull different ways and
+            neither has been measured against the other). True: average only over positions
+            whose sample ``p + f(p)`` lies inside the image; backward warping reads zeros
+            outside, so without the mask the loss pulls features towards zero and flows away
+            from the borders. False (training's default, ``loss.reg_mask_out_of_image``): with
+            the mask, warping every sample out of the frame empties it and zeroes the loss, a
+            degenerate optimum seen in training. No EPE comparison of the two is recorded
+            (docs/learning_dynamics.md and the README state none).
         feature_norm: ``"none"`` (the paper: raw features) or ``"standardize"``: each level's
             pair is first standardised per image with :func:`mcjepa.ops.standardize_feature_pair`
             (per-channel centring, one pooled scale), so that shrinking the features or making

@@ -94,6 +94,7 @@ __all__ = [
     "MANIFEST_FILENAME",
     "NonFiniteWeightsError",
     "RELEASE_FILENAME",
+    "UNTRAINED_MESSAGE",
     "CONFIG_FILENAME",
     "ResolvedRelease",
     "UnverifiedWeightsWarning",
@@ -934,6 +935,12 @@ def _published_entry_for(variant: str) -> str | None:
     return None
 
 
+UNTRAINED_MESSAGE = (
+    "no weights given (weights=None, pretrained=False): the {variant!r} model is randomly initialised "
+    "(untrained) and its outputs are meaningless. Pass weights='path/to/release' (train one with `mcjepa-train`)."
+)
+
+
 def load_model(
     weights: str | os.PathLike | None = None,
     *,
@@ -942,8 +949,15 @@ def load_model(
     components: Sequence[str] = ("encoder", "flow_head"),
     map_location: str | torch.device = "cpu",
     sha256: str | None = None,
+    warn_untrained: bool = False,
+    untrained_message: str | None = None,
+    warn_stacklevel: int = 1,
 ) -> MCJEPA:
     """Return an :class:`MCJEPA` in eval mode holding ``components``, with weights when asked.
+
+    This is the one model loader: ``mcjepa.flow.load``, ``mcjepa.eval.common.load_for_eval``
+    and the ``torch.hub`` builders (:mod:`mcjepa.hub`) all call it, so weights, ``pretrained``,
+    ``variant``, the device, ``sha256`` and the untrained-model warning are decided here.
 
     Args:
         weights: where the weights are (module docstring lists the forms); ``None``: none.
@@ -960,6 +974,13 @@ def load_model(
             (same as ``weights="FILE#sha256=<hex>"``). Without it such a file is read unverified,
             with an :class:`UnverifiedWeightsWarning`; releases are always checked against their
             own ``release.json`` or manifest entry.
+        warn_untrained: when no weights are loaded (``weights=None``, ``pretrained=False``),
+            issue one ``UserWarning`` that the model is randomly initialised. Off by default
+            here; the entry points above turn it on.
+        untrained_message: that warning's text (default: :data:`UNTRAINED_MESSAGE` with the
+            variant filled in); each entry point keeps its own wording.
+        warn_stacklevel: how many frames above ``load_model``'s caller the warning points to
+            (1: the caller; a wrapper such as ``flow.load`` passes 2 to point at its own caller).
     """
     components = tuple(components)
     bad = [c for c in components if c not in COMPONENTS]
@@ -983,6 +1004,9 @@ def load_model(
         weights = key
     if weights is None:
         cfg = model_config(variant)
+        if warn_untrained:
+            message = untrained_message or UNTRAINED_MESSAGE.format(variant=variant)
+            warnings.warn(message, UserWarning, stacklevel=1 + warn_stacklevel)
         model = MCJEPA(cfg, flow_head="flow_head" in components, expander="expander" in components)
         return model.to(map_location).eval()
     release = resolve(weights, components=components, sha256=sha256)

@@ -154,6 +154,9 @@ def test_load_with_weights_delegates_to_weights_module(monkeypatch):
         warnings.simplefilter("error")  # trained weights: no untrained warning
         m = flow.load("some/release", variant="micro")
     assert not m.training
+    # the untrained warning is decided by load_model (the one loader), with flow.load's wording
+    assert calls.pop("warn_untrained") is True and calls.pop("warn_stacklevel") == 2
+    assert calls.pop("untrained_message").startswith("flow.load(): the model is untrained")
     assert calls == {
         "weights": "some/release",
         "pretrained": False,

@@ -78,13 +78,17 @@ def test_feature_regression_known_shift():
     w = _one_hot(6, 3, 2.0)
     right = _const_flows(1.0, levels=[3])
     # correct flow: the two in-image columns match exactly; the out-of-image column is masked
-    assert feature_regression_loss(src, tgt, right, [3], w).item() == pytest.approx(0.0, abs=1e-8)
+    assert feature_regression_loss(src, tgt, right, [3], w, mask_out_of_image=True).item() == pytest.approx(
+        0.0, abs=1e-8
+    )
     # unmasked, the last column is compared with zeros: (3^2 + 6^2) / 6 elements * weight 2
     got = feature_regression_loss(src, tgt, right, [3], w, mask_out_of_image=False)
     assert got.item() == pytest.approx(2 * 45 / 6, rel=1e-5)
     # zero flow: differences [[-8, 1, 1], [-5, 1, 1]] -> 93 / 6, times 2
     zero = _const_flows(0.0, levels=[3])
-    assert feature_regression_loss(src, tgt, zero, [3], w).item() == pytest.approx(2 * 93 / 6, rel=1e-6)
+    assert feature_regression_loss(src, tgt, zero, [3], w, mask_out_of_image=True).item() == pytest.approx(
+        2 * 93 / 6, rel=1e-6
+    )
 
 
 def test_feature_regression_sums_weighted_levels_and_ignores_unestimated_ones():
@@ -94,7 +98,7 @@ def test_feature_regression_sums_weighted_levels_and_ignores_unestimated_ones():
     weights = [1000.0, 0.5, 0.0, 3.0, 0.0, 0.0]
     per_level = {lvl: (src[lvl] - tgt[lvl]).square().mean().item() for lvl in levels}
     expected = 0.5 * per_level[1] + 3.0 * per_level[3]
-    got = feature_regression_loss(src, tgt, flows, levels, weights)
+    got = feature_regression_loss(src, tgt, flows, levels, weights, mask_out_of_image=True)
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -103,7 +107,7 @@ def test_feature_regression_gradients_reach_features_and_flow():
     for t in src + tgt:
         t.requires_grad_(True)
     flows = [f.requires_grad_(True) for f in _const_flows(0.3, 0.2)]
-    feature_regression_loss(src, tgt, flows, range(6), PAPER_REG_WEIGHTS).backward()
+    feature_regression_loss(src, tgt, flows, range(6), PAPER_REG_WEIGHTS, mask_out_of_image=True).backward()
     for i in range(6):
         assert src[i].grad.abs().sum() > 0 and tgt[i].grad.abs().sum() > 0
         assert flows[i].grad.abs().sum() > 0
@@ -113,11 +117,11 @@ def test_feature_regression_rejects_bad_inputs():
     src, tgt = _pyramid(), _pyramid()
     flows = _const_flows(0.0)
     with pytest.raises(ValueError, match="expected 6 weights"):
-        feature_regression_loss(src, tgt, flows, range(6), [1.0] * 5)
+        feature_regression_loss(src, tgt, flows, range(6), [1.0] * 5, mask_out_of_image=True)
     with pytest.raises(ValueError, match="one flow per level"):
-        feature_regression_loss(src, tgt, flows[:5], range(6), [1.0] * 6)
+        feature_regression_loss(src, tgt, flows[:5], range(6), [1.0] * 6, mask_out_of_image=True)
     with pytest.raises(ValueError, match="spatial size"):
-        feature_regression_loss(src, tgt, flows[::-1], range(6), [1.0] * 6)
+        feature_regression_loss(src, tgt, flows[::-1], range(6), [1.0] * 6, mask_out_of_image=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,7 +439,7 @@ def test_standardized_feature_losses_ignore_feature_scale_and_channel_offsets():
     cyc_small = cycle_consistency_loss(small_src, flows, bwd, range(6), masks, feature_norm="standardize")
     assert cyc_small.item() == pytest.approx(cyc.item(), rel=1e-3)
     with pytest.raises(ValueError, match="feature_norm must be one of"):
-        feature_regression_loss(src, tgt, flows, range(6), w, feature_norm="l2")
+        feature_regression_loss(src, tgt, flows, range(6), w, mask_out_of_image=True, feature_norm="l2")
 
 
 def test_standardize_feature_pair_statistics():

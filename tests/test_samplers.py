@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
-from torch.utils.data import ConcatDataset, DistributedSampler, TensorDataset
+from torch.utils.data import DistributedSampler
 
-from mcjepa.data.samplers import GroupedBatchSampler, ResumableDistributedSampler, sample_rng, set_dataset_epoch
+from mcjepa.data.samplers import GroupedBatchSampler, ResumableDistributedSampler, sample_rng, sample_seed
+from mcjepa.train.streams import PerSampleSeeded
 
 
 def test_resumable_sampler_deterministic_and_disjoint():
@@ -134,13 +137,18 @@ def test_sample_rng_reproducible_and_restores_state():
         assert not torch.equal(torch.rand(4), a)
 
 
-def test_set_dataset_epoch_reaches_nested_datasets():
-    class WithEpoch(TensorDataset):
-        epoch = -1
+def test_sample_rng_and_training_streams_share_one_mechanism():
+    """A dataset's own seed (sample_rng) and training's PerSampleSeeded are the same seeding:
+    sample_seed(seed, stream 0, epoch, index) applied by seeded_rngs to torch, NumPy and Python."""
 
-        def set_epoch(self, e):
-            self.epoch = e
+    class Draws(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
 
-    a, b = WithEpoch(torch.zeros(3)), WithEpoch(torch.zeros(2))
-    set_dataset_epoch(ConcatDataset([a, torch.utils.data.Subset(b, [0])]), 7)
-    assert a.epoch == 7 and b.epoch == 7
+        def __getitem__(self, i):
+            return torch.rand(3), np.random.rand(), random.random()
+
+    with sample_rng(3, 2, 7):
+        alone = Draws()[7]
+    in_training = PerSampleSeeded(Draws())[(7, sample_seed(3, 0, 2, 7))]
+    assert torch.equal(alone[0], in_training[0]) and alone[1:] == in_training[1:]

@@ -6,6 +6,7 @@ import http.server
 import json
 import shutil
 import threading
+import warnings
 
 import huggingface_hub
 import pytest
@@ -408,3 +409,38 @@ def test_resolve_does_not_read_unrequested_files(release, tmp_path):
     assert list(resolve(folder, components=("encoder",)).files) == ["encoder"]
     with pytest.raises(WeightsUnavailableError, match="flow_head weights file .* does not exist"):
         load_model(folder)
+
+
+def _entry_points():
+    from mcjepa import flow
+    from mcjepa.eval.common import load_for_eval
+    from mcjepa.hub import mcjepa_convnext_t, mcjepa_convnext_t_flow
+
+    return {
+        "load_model": lambda w: load_model(w, variant="micro", warn_untrained=True),
+        "flow.load": lambda w: flow.load(w, variant="micro"),
+        "load_for_eval": lambda w: load_for_eval(w, "micro"),
+        "mcjepa_convnext_t": lambda w: mcjepa_convnext_t(weights=w, variant="micro"),
+        "mcjepa_convnext_t_flow": lambda w: mcjepa_convnext_t_flow(weights=w, variant="micro"),
+    }
+
+
+@pytest.mark.parametrize(
+    "entry", ["load_model", "flow.load", "load_for_eval", "mcjepa_convnext_t", "mcjepa_convnext_t_flow"]
+)
+def test_untrained_warning_once_per_entry_point_and_never_with_weights(entry, release):
+    """Every loader goes through load_model: exactly one untrained UserWarning without weights
+    (pointing at the caller's file), none with weights."""
+    load = _entry_points()[entry]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        load(None)
+    untrained = [w for w in record if "randomly initialised" in str(w.message) or "untrained" in str(w.message)]
+    assert len(untrained) == 1, [str(w.message) for w in record]
+    assert untrained[0].category is UserWarning and untrained[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(release[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_model(None, variant="micro")  # load_model on its own stays quiet (the flag is off by default)

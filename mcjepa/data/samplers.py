@@ -5,20 +5,26 @@
 * :class:`GroupedBatchSampler`: batches that each come from a single dataset of a ``ConcatDataset``
   (per-dataset crop sizes cannot be mixed in one batch), datasets drawn in proportion to
   ``size * repeat``, sharded across ranks, resumable at a batch index.
-* :func:`sample_rng` / :func:`set_dataset_epoch`: seed a dataset's random augmentation from
-  ``(seed, epoch, index)`` so a resumed run sees exactly the same crops and flips.
+* :func:`sample_seed` and :func:`seeded_rngs`: the one per-sample seeding mechanism. Training's
+  :class:`mcjepa.train.streams.PerSampleSeeded` runs every ``__getitem__`` under
+  ``seeded_rngs(sample_seed(run seed, stream, epoch, position))``, so a resumed run sees exactly
+  the same crops and flips whatever the number of DataLoader workers.
+* :func:`sample_rng`: the same mechanism for a dataset used on its own (``MotionPairs`` /
+  ``TwoViewDataset`` with ``seed=`` set, outside training): ``seeded_rngs(sample_seed(seed, 0,
+  epoch, index))``. Training builds its datasets with ``seed=None``, where it does nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["ResumableDistributedSampler", "GroupedBatchSampler", "sample_rng", "set_dataset_epoch"]
+__all__ = ["ResumableDistributedSampler", "GroupedBatchSampler", "sample_rng", "sample_seed", "seeded_rngs"]
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -169,32 +175,43 @@ class GroupedBatchSampler(Sampler[list[int]]):
         return self.num_batches - self.start
 
 
+def sample_seed(run_seed: int, stream: int, epoch: int, position: int) -> int:
+    """A 63-bit seed that is a fixed function of its arguments."""
+    x = (run_seed * 0x9E3779B1 + stream * 0x85EBCA77 + epoch * 0xC2B2AE3D + position * 0x27D4EB2F) & (2**63 - 1)
+    x ^= x >> 29
+    x = (x * 0xBF58476D1CE4E5B9) & (2**63 - 1)
+    return x ^ (x >> 32)
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """Within the block, torch's CPU generator, NumPy's and Python's global RNGs are seeded from
+    ``seed``; their previous states come back afterwards, so loading in the main process
+    (``num_workers = 0``) leaves the training RNG streams (dropout, drop path) untouched."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            # the CPU generator only: torch.manual_seed would also reseed every CUDA device
+            # (which fork_rng(devices=[]) does not restore) and costs a stack trace per call
+            torch.default_generator.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
 @contextlib.contextmanager
 def sample_rng(seed: int | None, epoch: int, index: int) -> Iterator[None]:
-    """Within the block, torch's CPU RNG is seeded from ``(seed, epoch, index)``; restored afterwards.
+    """Within the block, the RNGs are seeded from ``(seed, epoch, index)`` with
+    :func:`seeded_rngs` and :func:`sample_seed` (stream 0); restored afterwards.
 
-    With ``seed=None`` this does nothing (the ambient RNG is used, e.g. a DataLoader worker's).
+    With ``seed=None`` this does nothing (the ambient RNG is used: a DataLoader worker's, or the
+    per-sample seed that :class:`mcjepa.train.streams.PerSampleSeeded` set, as in training).
     """
     if seed is None:
         yield
         return
-    state = np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1, np.uint64)[0] >> 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(state))
+    with seeded_rngs(sample_seed(int(seed), 0, int(epoch), int(index))):
         yield
-
-
-def set_dataset_epoch(dataset, epoch: int) -> None:
-    """Call ``set_epoch(epoch)`` on ``dataset`` and every dataset nested in it (ConcatDataset, Subset, wrappers)."""
-    seen: set[int] = set()
-    stack = [dataset]
-    while stack:
-        ds = stack.pop()
-        if ds is None or id(ds) in seen:
-            continue
-        seen.add(id(ds))
-        if callable(getattr(ds, "set_epoch", None)):
-            ds.set_epoch(epoch)
-        stack.extend(getattr(ds, "datasets", []) or [])
-        stack.append(getattr(ds, "dataset", None))
-        stack.append(getattr(ds, "base", None))

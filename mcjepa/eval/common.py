@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -10,7 +9,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..encoder import imagenet_normalize
-from ..model import MCJEPA, build_model
+from ..model import MCJEPA
 
 __all__ = ["STRIDE", "load_for_eval", "to_encoder_input", "pad_to_multiple", "encode_pyramid"]
 
@@ -31,13 +30,18 @@ def load_for_eval(
     with neither, a randomly initialised ``variant`` is built (a "random init" reference row) and a
     warning is issued.
     """
-    if weights is None and not pretrained:
-        warnings.warn(f"no --weights / --pretrained given: evaluating a randomly initialised {variant!r}", stacklevel=2)
-        model = build_model(variant, flow_head="flow_head" in components, expander=False)
-    else:
-        from ..weights import load_model
+    from ..weights import load_model  # the one loader (lazy: pulls in huggingface_hub)
 
-        model = load_model(weights, pretrained=pretrained, variant=variant, components=components, map_location=device)
+    model = load_model(
+        weights,
+        pretrained=pretrained,
+        variant=variant,
+        components=components,
+        map_location=device,
+        warn_untrained=True,
+        untrained_message=f"no --weights / --pretrained given: evaluating a randomly initialised {variant!r}",
+        warn_stacklevel=2,
+    )
     return model.to(device).eval()
 
 

@@ -96,6 +96,9 @@ class LossSection:
     reg_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.1, 0.01])
     # Average L_reg only over samples that land inside the image. Off by default: with it on,
     # warping everything out of the frame zeroes the loss, a degenerate optimum we observed.
+    # Off, out-of-image samples are compared with zeros, which pulls features towards zero and
+    # flows away from the borders. Unmeasured: no EPE comparison of the two is recorded
+    # (losses.feature_regression_loss requires the choice explicitly and says the same).
     reg_mask_out_of_image: bool = False
     # photometric d = l2 * L2 + l1 * L1 + ssim * (1 - SSIM); the seed gives no values:
     # ARFlow's 0.15 L1 + 0.85 (1 - SSIM) / 2, i.e. ssim = 0.425 here, and no L2 (NOTES).

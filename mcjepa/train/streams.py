@@ -3,28 +3,22 @@
 Each stream remembers its epoch and how many items of that epoch the training loop has taken,
 so a checkpoint can record the exact data position. Every sample is produced under its own RNG
 seed, derived from (run seed, stream, epoch, position), so random augmentations are the same
-after a resume whatever the number of DataLoader workers.
+after a resume whatever the number of DataLoader workers. The seed function and the RNG
+context are :func:`mcjepa.data.samplers.sample_seed` and :func:`~mcjepa.data.samplers.seeded_rngs`,
+the project's one per-sample seeding mechanism (``sample_seed`` is re-exported here).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.samplers import sample_seed, seeded_rngs
+
 __all__ = ["PerSampleSeeded", "ResumableStream", "sample_seed"]
-
-
-def sample_seed(run_seed: int, stream: int, epoch: int, position: int) -> int:
-    """A 63-bit seed that is a fixed function of its arguments."""
-    x = (run_seed * 0x9E3779B1 + stream * 0x85EBCA77 + epoch * 0xC2B2AE3D + position * 0x27D4EB2F) & (2**63 - 1)
-    x ^= x >> 29
-    x = (x * 0xBF58476D1CE4E5B9) & (2**63 - 1)
-    return x ^ (x >> 32)
 
 
 class PerSampleSeeded(Dataset):
@@ -41,18 +35,8 @@ class PerSampleSeeded(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        np_state, py_state = np.random.get_state(), random.getstate()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                # the CPU generator only: torch.manual_seed would also reseed every CUDA device
-                # (which fork_rng(devices=[]) does not restore) and costs a stack trace per call
-                torch.default_generator.manual_seed(seed)
-                np.random.seed(seed % 2**32)
-                random.seed(seed)
-                return self.base[index]
-        finally:
-            np.random.set_state(np_state)
-            random.setstate(py_state)
+        with seeded_rngs(seed):
+            return self.base[index]
 
 
 class _SeededIndices:
