@@ -1,6 +1,6 @@
 """The paper's ablations (Tables 3, 5, 11, alpha, M-JEPA) as one resumable grid on the ``demo`` config.
 
-    python -m benchmarks.ablations --out-dir runs/ablations [--seeds 0 1] [--quick] [--cells NAME ...]
+    python -m benchmarks.ablations --out-dir runs/ablations [--seeds 0 1] [--quick] [--cells NAME ...] [--set run.threads=1]
 
 Every cell is a list of ``--set`` overrides on ``demo`` (the grid below, :data:`CELLS`, is the only
 place they are defined). Each (cell, seed) trains with :class:`mcjepa.train.engine.Trainer` in
@@ -244,14 +244,14 @@ def _last_diag(metrics_path: Path) -> dict[str, float]:
     return last
 
 
-def run_cell(cell: Cell, seed: int, out_dir: Path, quick: bool) -> dict[str, Any]:
+def run_cell(cell: Cell, seed: int, out_dir: Path, quick: bool, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train one (cell, seed), return its result record (never raises for a training failure)."""
     from mcjepa.train.checkpoint import latest_checkpoint
     from mcjepa.train.config import load_config
     from mcjepa.train.engine import Trainer
 
     run_dir = out_dir / "runs" / f"{cell.name}__seed{seed}"
-    overrides = cell_config_overrides(cell, seed, quick)
+    overrides = [*cell_config_overrides(cell, seed, quick), *extra]
     cfg = load_config("demo", overrides)
     record: dict[str, Any] = {
         "cell": cell.name,
@@ -468,6 +468,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--quick", action="store_true", help="tiny settings for CI (2 epochs of 3 steps, no Fashion-MNIST)")
     p.add_argument("--cells", nargs="+", default=None, help=f"subset of: {' '.join(CELLS_BY_NAME)}")
+    p.add_argument(
+        "--set",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run-level override for every cell that does not change the method, e.g. run.threads=1",
+    )
     args = p.parse_args(argv)
     names = args.cells or list(CELLS_BY_NAME)
     unknown = [n for n in names if n not in CELLS_BY_NAME]
@@ -475,12 +483,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown cell(s) {unknown}; known: {list(CELLS_BY_NAME)}")
     out_dir: Path = args.out_dir
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
-    jobs = [(CELLS_BY_NAME[n], s) for n in names for s in args.seeds]
+    # Seed-major: the whole grid for the first seed comes first, so a partial run gives a full table.
+    jobs = [(CELLS_BY_NAME[n], s) for s in args.seeds for n in names]
     todo = [(c, s) for c, s in jobs if not result_path(out_dir, c.name, s).exists()]
     print(f"ablations: {len(jobs)} (cell, seed) pairs, {len(jobs) - len(todo)} done, {len(todo)} to run", flush=True)
     t0, durations = time.time(), []
     for i, (cell, seed) in enumerate(todo, 1):
-        record = run_cell(cell, seed, out_dir, args.quick)
+        record = run_cell(cell, seed, out_dir, args.quick, tuple(args.extra))
         atomic_write_bytes(
             result_path(out_dir, cell.name, seed), (json.dumps(record, indent=2, default=str) + "\n").encode()
         )
