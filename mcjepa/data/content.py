@@ -9,6 +9,7 @@ class subfolders, any nesting, or a flat folder; labels are ignored).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -138,6 +139,16 @@ class ImageFiles(Dataset):
                 f"no images found under {self.root} (looked for {', '.join(IMG_EXTENSIONS)} at any depth)"
             )
         self.files = files
+
+    @classmethod
+    def from_files(cls, files: Sequence[str | os.PathLike]) -> ImageFiles:
+        """The same dataset over an explicit list of image files (in this order)."""
+        if not files:
+            raise FileNotFoundError("ImageFiles.from_files: no files given")
+        self = cls.__new__(cls)
+        self.root = Path(os.path.commonpath([str(f) for f in files]))
+        self.files = [str(f) for f in files]
+        return self
 
     def __len__(self) -> int:
         return len(self.files)

@@ -51,6 +51,8 @@ LAYOUTS: dict[str, str] = {
     "video": "ROOT/**/*.{avi,mp4,mkv,mov,webm,...} (any depth), or a single video file",
     "frames": "ROOT/**/<sequence>/*.{png,jpg,...} (every folder with >= 2 images, sorted by name)",
     "synthetic": "no files: rendered on the fly (mcjepa.data.synthetic)",
+    "real_texture": "photos: 'bundled', 'installed' (opencv-doc / scikit-image photos) or a folder of images; "
+    "rendered on the fly (mcjepa.data.real_texture)",
 }
 
 
@@ -162,16 +164,11 @@ class Kitti2012FramePairs(Dataset):
         return tuple(read_rgb(p) for p in self.pairs[index])  # type: ignore[return-value]
 
 
-class _SyntheticFrames(Dataset):
-    """Only the two frames of :class:`mcjepa.data.synthetic.SyntheticFlowDataset` (its ground truth is dropped)."""
+class _FramesOnly(Dataset):
+    """Only the two frames of a rendered flow dataset (its ground truth is dropped)."""
 
-    def __init__(
-        self, num_pairs: int, size: Sequence[int], seed: int, max_motion: float | None, motion: str = "rich"
-    ) -> None:
-        from .synthetic import SyntheticFlowDataset
-
-        size = (int(size[0]), int(size[1]))
-        self.dataset = SyntheticFlowDataset(num_pairs, size=size, seed=seed, max_motion=max_motion, motion=motion)
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -195,9 +192,20 @@ _KEYS: dict[str, dict[str, str]] = {
     "video": {"root": _STR, "frame_step": _INT, "max_pairs_per_video": _INT, "resize_shorter": _INT, "cache_mb": _NUM},
     "frames": {"root": _STR, "frame_step": _INT, "max_pairs_per_sequence": _INT, "resize_shorter": _INT},
     "synthetic": {"num_pairs": _INT, "size": _PAIR, "seed": _INT, "max_motion": _NUM, "motion": _STR},
+    "real_texture": {
+        "num_pairs": _INT,
+        "size": _PAIR,
+        "seed": _INT,
+        "max_motion": _NUM,
+        "motion": _STR,
+        "photos": _STR,
+    },
 }
 _CAMERAS = ("left", "right", "both")
-_REQUIRED = {name: ("root", "crop") for name in _KEYS if name != "synthetic"} | {"synthetic": ("num_pairs", "size")}
+_RENDERED = ("synthetic", "real_texture")
+_REQUIRED = {name: ("root", "crop") for name in _KEYS if name not in _RENDERED} | {
+    name: ("num_pairs", "size") for name in _RENDERED
+}
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -298,7 +306,25 @@ def _source(spec: dict[str, Any]) -> Dataset:
             max_pairs_per_sequence=g("max_pairs_per_sequence"),
             resize_shorter=g("resize_shorter"),
         )
-    return _SyntheticFrames(spec["num_pairs"], spec["size"], g("seed") or 0, g("max_motion"), g("motion") or "rich")
+    if name == "real_texture":
+        from .real_texture import RealTextureFlowDataset
+
+        size = (int(spec["size"][0]), int(spec["size"][1]))
+        rendered = RealTextureFlowDataset(
+            spec["num_pairs"],
+            size,
+            g("seed") or 0,
+            g("max_motion"),
+            motion=g("motion") or "rich",
+            photos=g("photos") or "bundled",
+        )
+        return _FramesOnly(rendered)
+    from .synthetic import SyntheticFlowDataset
+
+    size = (int(spec["size"][0]), int(spec["size"][1]))
+    return _FramesOnly(
+        SyntheticFlowDataset(spec["num_pairs"], size, g("seed") or 0, g("max_motion"), motion=g("motion") or "rich")
+    )
 
 
 def build_motion_datasets(specs: Sequence[dict[str, Any]], seed: int | None = None) -> list[MotionPairs]:
@@ -310,7 +336,9 @@ def build_motion_datasets(specs: Sequence[dict[str, Any]], seed: int | None = No
     "both"), ``camera`` (FlyingThings3D: "left" default, "right", "both"); video: ``frame_step``,
     ``max_pairs_per_video``, ``resize_shorter``, ``cache_mb``; frames: ``frame_step``,
     ``max_pairs_per_sequence``, ``resize_shorter``; synthetic: ``num_pairs``, ``size`` [h, w], ``seed``,
-    ``max_motion``, ``motion`` (``"rich"`` default or ``"translation"``, :func:`mcjepa.data.synthetic.scene_motion`). ``seed`` (not a spec key) seeds crops and flips per sample (spec ``i`` uses ``seed + i``).
+    ``max_motion``, ``motion`` (``"rich"`` default or ``"translation"``, :func:`mcjepa.data.synthetic.scene_motion`);
+    real_texture: the synthetic keys plus ``photos`` (``"bundled"`` default, ``"installed"`` or a folder,
+    :mod:`mcjepa.data.real_texture`). ``seed`` (not a spec key) seeds crops and flips per sample (spec ``i`` uses ``seed + i``).
     """
     if isinstance(specs, dict) or not isinstance(specs, Sequence) or not specs:
         raise ValueError("motion datasets: expected a non-empty list of dataset specs")

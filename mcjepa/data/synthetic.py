@@ -25,6 +25,7 @@ images.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -39,6 +40,8 @@ __all__ = [
     "SyntheticPair",
     "MOTION_PRESETS",
     "SceneMotion",
+    "Texture",
+    "TextureSource",
     "scene_motion",
     "example_pair",
     "render_image",
@@ -269,7 +272,7 @@ def _random_similarity(rng: np.random.Generator, max_t: float, max_deg: float, m
 class _Layer:
     """A textured layer; ``to_frame[t]`` maps layer coordinates to frame-t pixels (3x3)."""
 
-    texture: _Texture
+    texture: Texture
     to_frame: tuple[np.ndarray, np.ndarray]
     shape: _Shape | None = None  # None: the background, which fills the frame
 
@@ -307,13 +310,39 @@ def _camera(rng: np.random.Generator, size: tuple[int, int], motion: SceneMotion
     return _translate(centre) @ a @ _translate(-centre)
 
 
+class Texture(Protocol):
+    """What a layer's texture must provide (the procedural one here, or
+    :class:`mcjepa.data.real_texture.PhotoTexture`)."""
+
+    def evaluate_affine(self, inv: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray: ...
+
+    def evaluate_at(self, qx: np.ndarray, qy: np.ndarray) -> np.ndarray: ...
+
+
+class TextureSource(Protocol):
+    """Draws a layer's texture: ``source(rng, frame_size, radius)`` with ``radius`` None for the
+    background (layer coordinates = frame-1 pixels) and a shape's size in pixels otherwise (layer
+    coordinates centred on the shape)."""
+
+    def __call__(self, rng: np.random.Generator, frame_size: tuple[int, int], radius: float | None) -> Texture: ...
+
+
+def _procedural(rng: np.random.Generator, frame_size: tuple[int, int], radius: float | None) -> Texture:
+    return _random_texture(rng)
+
+
 def _random_scene(
-    rng: np.random.Generator, size: tuple[int, int], num_shapes: tuple[int, int], motion: SceneMotion
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    num_shapes: tuple[int, int],
+    motion: SceneMotion,
+    textures: TextureSource | None = None,
 ) -> list[_Layer]:
     """Background first, then the shapes in depth order (the last is on top)."""
     h, w = size
     identity = np.eye(3)
-    layers = [_Layer(_random_texture(rng), (identity, _camera(rng, size, motion)))]
+    textures = textures or _procedural
+    layers = [_Layer(textures(rng, size, None), (identity, _camera(rng, size, motion)))]
     for _ in range(int(rng.integers(num_shapes[0], num_shapes[1] + 1))):
         kind = _SHAPE_KINDS[int(rng.integers(len(_SHAPE_KINDS)))]
         r = float(rng.uniform(0.1, 0.3) * min(h, w))
@@ -322,7 +351,7 @@ def _random_scene(
         centre = np.array([rng.uniform(0, w), rng.uniform(0, h)])
         move = _random_similarity(rng, motion.translation, motion.rotation_deg, motion.scale)
         # frame 2: rotate and scale about the shape's centre, then translate
-        layers.append(_Layer(_random_texture(rng), (_translate(centre), _translate(centre) @ move), shape))
+        layers.append(_Layer(textures(rng, size, r), (_translate(centre), _translate(centre) @ move), shape))
     return layers
 
 
@@ -379,6 +408,7 @@ def render_pair(
     num_shapes: tuple[int, int] = (2, 5),
     max_motion: float | None = None,
     motion: str | SceneMotion = "rich",
+    textures: TextureSource | None = None,
 ) -> SyntheticPair:
     """Render the frame pair of scene ``seed``.
 
@@ -391,6 +421,8 @@ def render_pair(
         motion: a preset name (``"rich"``: camera homography, rotating and scaling shapes,
             brightness change; ``"translation"``: the original translation-only set) or a
             :class:`SceneMotion`.
+        textures: where layer textures come from (default: procedural sinusoids; photos:
+            :class:`mcjepa.data.real_texture.PhotoTextures`).
 
     Returns:
         A :class:`SyntheticPair` (uint8 frames, float32 flow in pixels, bool occlusion).
@@ -398,7 +430,7 @@ def render_pair(
     h, w = _check_args(size, num_shapes)
     spec = _resolve_motion(motion, (h, w), max_motion)
     rng = np.random.default_rng(seed)
-    layers = _random_scene(rng, (h, w), num_shapes, spec)
+    layers = _random_scene(rng, (h, w), num_shapes, spec, textures)
     gain, bias = _brightness(rng, spec.brightness)
     xs = np.arange(w, dtype=np.float64)
     ys = np.arange(h, dtype=np.float64)
@@ -468,6 +500,7 @@ class SyntheticFlowDataset(Dataset):
         max_motion: float | None = None,
         num_shapes: tuple[int, int] = (2, 5),
         motion: str | SceneMotion = "rich",
+        textures: TextureSource | None = None,
     ) -> None:
         if num_pairs < 0:
             raise ValueError(f"num_pairs must be >= 0, got {num_pairs}")
@@ -477,13 +510,16 @@ class SyntheticFlowDataset(Dataset):
         self.seed = int(seed)
         self.motion = _resolve_motion(motion, (h, w), max_motion)
         self.num_shapes = (int(num_shapes[0]), int(num_shapes[1]))
+        self.textures = textures
 
     def __len__(self) -> int:
         return self.num_pairs
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         i = _check_index(index, self.num_pairs)
-        pair = render_pair(self.seed * _SEED_STRIDE + i, self.size, self.num_shapes, motion=self.motion)
+        pair = render_pair(
+            self.seed * _SEED_STRIDE + i, self.size, self.num_shapes, motion=self.motion, textures=self.textures
+        )
         return {
             "image1": pair.image1.float() / 255.0,
             "image2": pair.image2.float() / 255.0,

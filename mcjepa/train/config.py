@@ -157,6 +157,9 @@ class DataSection:
     eval_synthetic_pairs: int = 0
     eval_synthetic_size: list[int] = field(default_factory=lambda: [96, 128])
     eval_synthetic_motion: str = "rich"  # motion preset of those pairs (mcjepa.data.synthetic.scene_motion)
+    # texture those pairs with photos instead of procedural sinusoids: "" (procedural), "bundled",
+    # "installed" or a folder (mcjepa.data.real_texture)
+    eval_synthetic_photos: str = ""
     # content check at the end of a run (train.evaluate.content_knn): k-NN of the pooled embedding
     # on this many labelled synthetic shape images (0 disables) and, when this folder holds
     # Fashion-MNIST ("" disables), on its first 5,000 / 2,000 images; next to a random encoder.

@@ -57,7 +57,18 @@ def build_content_dataset(cfg: TrainConfig):
         )
         _no_extra(spec, "data.content")
         return TwoViewDataset(base, size=size)
-    raise ConfigError(f"data.content.type must be 'imagefolder' or 'synthetic', got {kind!r}")
+    if kind == "photos":
+        from ..data.content import ImageFiles
+        from ..data.real_texture import photo_files
+
+        photos = spec.pop("photos", "installed")
+        _no_extra(spec, "data.content")
+        try:
+            files = photo_files(photos)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"data.content.photos: {exc}") from None
+        return TwoViewDataset(ImageFiles.from_files(files), size=size)
+    raise ConfigError(f"data.content.type must be 'imagefolder', 'synthetic' or 'photos', got {kind!r}")
 
 
 def _no_extra(spec: dict, key: str) -> None:

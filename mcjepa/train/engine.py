@@ -500,6 +500,7 @@ class Trainer:
             tuple(self.cfg.data.eval_synthetic_size),
             seed=10_000 + self.cfg.run.seed,
             motion=self.cfg.data.eval_synthetic_motion,
+            photos=self.cfg.data.eval_synthetic_photos or None,
         )
 
     def _evaluate_content(self) -> dict[str, float]:

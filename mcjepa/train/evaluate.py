@@ -12,18 +12,30 @@ __all__ = ["synthetic_epe"]
 
 @torch.no_grad()
 def synthetic_epe(
-    model: MCJEPA, num_pairs: int, size: tuple[int, int], seed: int, batch_size: int = 8, motion: str = "rich"
+    model: MCJEPA,
+    num_pairs: int,
+    size: tuple[int, int],
+    seed: int,
+    batch_size: int = 8,
+    motion: str = "rich",
+    photos: str | None = None,
 ) -> dict[str, float]:
     """Mean endpoint error (pixels, pooled over all pixels of all pairs) of ``model`` and of zero
     flow on ``num_pairs`` embedded synthetic pairs drawn with ``seed`` (never used in training),
-    with the ``motion`` preset (:func:`mcjepa.data.synthetic.scene_motion`).
+    with the ``motion`` preset (:func:`mcjepa.data.synthetic.scene_motion`); with ``photos`` set,
+    the real-texture pairs of :mod:`mcjepa.data.real_texture` instead.
 
     Returns ``{"epe": ..., "zero_flow_epe": ..., "epe_noc": ...}`` (``epe_noc``: non-occluded
     pixels only).
     """
     from ..data.synthetic import SyntheticFlowDataset
 
-    data = SyntheticFlowDataset(num_pairs, size, seed=seed, motion=motion)
+    if photos:
+        from ..data.real_texture import RealTextureFlowDataset
+
+        data = RealTextureFlowDataset(num_pairs, size, seed=seed, motion=motion, photos=photos)
+    else:
+        data = SyntheticFlowDataset(num_pairs, size, seed=seed, motion=motion)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
