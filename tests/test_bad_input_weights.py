@@ -317,10 +317,10 @@ def test_clis_show_the_unverified_warning(micro, tmp_path, cli):
             argv = ["--weights", str(whole), "--variant", "micro", "--device", "cpu", "-o", str(tmp_path / "f.png")]
             assert flow_main(argv) == 0
         else:
-            from mcjepa.cli.eval import _load
+            from mcjepa.cli.eval_common import load_eval_model
 
             args = argparse.Namespace(weights=str(whole), variant="micro", pretrained=False)
-            assert _load(args, ("encoder", "flow_head"), torch.device("cpu")).flow_head is not None
+            assert load_eval_model(args, ("encoder", "flow_head"), torch.device("cpu")).flow_head is not None
 
 
 # --------------------------------------------------------------------------- one offline switch

@@ -10,6 +10,7 @@ from fixtures_eval import write_ade20k, write_cityscapes, write_voc
 from mcjepa.cli.eval import main
 from mcjepa.eval.segmentation import (
     SegmentationModel,
+    SegTrainConfig,
     evaluate_segmentation,
     open_segmentation_dataset,
     train_segmentation,
@@ -59,7 +60,8 @@ def test_frozen_training_leaves_encoder_untouched_and_learns(voc_root):
     enc = build_model("micro", flow_head=False).encoder
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     train = open_segmentation_dataset("voc", voc_root, "train")
-    model = train_segmentation(enc, train, 21, epochs=40, lr=0.05, batch_size=3, crop_size=32, progress=False)
+    cfg = SegTrainConfig(epochs=40, lr=0.05, batch_size=3, crop_size=32)
+    model = train_segmentation(enc, train, 21, cfg, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
     assert all(not p.requires_grad for p in model.encoder.parameters())
     val = open_segmentation_dataset("voc", voc_root, "val")
@@ -73,7 +75,8 @@ def test_finetune_updates_encoder(voc_root):
     enc = build_model("micro", flow_head=False).encoder
     before = {k: v.clone() for k, v in enc.state_dict().items() if v.is_floating_point()}
     train = open_segmentation_dataset("voc", voc_root, "train")
-    model = train_segmentation(enc, train, 21, finetune=True, epochs=1, batch_size=3, crop_size=32, progress=False)
+    cfg = SegTrainConfig(finetune=True, epochs=1, batch_size=3, crop_size=32)
+    model = train_segmentation(enc, train, 21, cfg, progress=False)
     changed = [k for k, v in model.encoder.state_dict().items() if k in before and not torch.equal(before[k], v)]
     assert changed
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "ADE20k",
     "LinearSegHead",
     "SegmentationModel",
+    "SegTrainConfig",
     "open_segmentation_dataset",
     "evaluate_segmentation",
     "train_segmentation",
@@ -244,44 +246,72 @@ def evaluate_segmentation(
     return {**miou_from_confusion(conf), "n_images": n}
 
 
+@dataclass(frozen=True)
+class SegTrainConfig:
+    """How :func:`train_segmentation` trains the head (defaults: ``mcjepa-eval segmentation``'s).
+
+    ``lr`` is the head's AdamW learning rate (cosine decay to 0 over the run); with ``finetune`` the
+    encoder trains too at ``lr * encoder_lr_mult``. ``crop_size`` is the square training crop in
+    pixels; ``max_steps`` (None = all ``epochs``) caps the optimiser steps; ``workers`` are
+    DataLoader processes.
+    """
+
+    levels: tuple[int, ...] = DEFAULT_LEVELS
+    finetune: bool = False
+    epochs: int = 20
+    lr: float = 1e-3
+    encoder_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    crop_size: int = 512
+    workers: int = 0
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.levels or any(not 0 <= lvl <= 5 for lvl in self.levels):
+            raise ValueError(f"levels must be pyramid levels in 0..5, got {self.levels!r}")
+        for name in ("epochs", "batch_size", "crop_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (or None), got {self.max_steps}")
+        if self.lr <= 0 or self.encoder_lr_mult < 0 or self.weight_decay < 0 or self.workers < 0:
+            raise ValueError("lr must be > 0; encoder_lr_mult, weight_decay and workers >= 0")
+
+
 def train_segmentation(
     encoder: nn.Module,
     train_set: torch.utils.data.Dataset,
     num_classes: int,
-    levels: Sequence[int] = DEFAULT_LEVELS,
-    finetune: bool = False,
-    epochs: int = 20,
-    lr: float = 1e-3,
-    encoder_lr_mult: float = 0.1,
-    weight_decay: float = 1e-4,
-    batch_size: int = 16,
-    crop_size: int = 512,
-    workers: int = 0,
+    config: SegTrainConfig = SegTrainConfig(),
     device: str | torch.device = "cpu",
-    max_steps: int | None = None,
     progress: bool = True,
 ) -> SegmentationModel:
-    """Train a linear head (and, with ``finetune``, the encoder) with cross-entropy (ignore 255),
-    AdamW and a cosine schedule on random ``crop_size`` crops with horizontal flips; return the
-    model in eval mode."""
+    """Train a linear head (and, with ``config.finetune``, the encoder) with cross-entropy (ignore
+    255), AdamW and a cosine schedule on random ``config.crop_size`` crops with horizontal flips;
+    return the model in eval mode."""
     from tqdm.auto import tqdm
 
-    model = SegmentationModel(encoder, num_classes, levels).to(device)
+    cfg = config
+    finetune = cfg.finetune
+    model = SegmentationModel(encoder, num_classes, cfg.levels).to(device)
     model.frozen = not finetune
     for p in model.encoder.parameters():
         p.requires_grad_(finetune)
-    groups = [{"params": list(model.head.parameters()), "lr": lr}]
+    groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
     if finetune:
-        groups.append({"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_mult})
-    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+        groups.append({"params": list(model.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_mult})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     loader = torch.utils.data.DataLoader(
-        _Transformed(train_set, _train_transform(crop_size)),
-        batch_size=batch_size,
+        _Transformed(train_set, _train_transform(cfg.crop_size)),
+        batch_size=cfg.batch_size,
         shuffle=True,
-        num_workers=workers,
-        drop_last=len(train_set) >= batch_size,
+        num_workers=cfg.workers,
+        drop_last=len(train_set) >= cfg.batch_size,
     )
-    total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
+    total = cfg.epochs * len(loader)
+    if cfg.max_steps is not None:
+        total = min(cfg.max_steps, total)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     step = 0
     bar = tqdm(total=total, desc="segmentation train", disable=not progress, unit="step")
