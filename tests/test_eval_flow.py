@@ -221,3 +221,26 @@ def test_cli_help_lists_subcommands(capsys):
     assert main(["flow", "--help"]) == 0
     assert "--dump-worst" in capsys.readouterr().out
     assert main(["flow"]) == 2  # --dataset is required
+
+
+def test_cli_flow_real_texture_zero_baseline_on_held_out_pairs(tmp_path, capsys):
+    from mcjepa.data.real_texture import RealTextureFlowDataset
+    from mcjepa.eval.flow_eval import REAL_TEXTURE_SEED_OFFSET
+
+    out = tmp_path / "rt.json"
+    argv = ["flow", "--dataset", "real-texture", "--no-model", "--baseline", "zero", "--real-texture-pairs", "4",
+            "--real-texture-size", "40", "48", "--seed", "3", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "real-texture" in capsys.readouterr().out
+    res = json.loads(out.read_text())["datasets"]["real-texture"]
+    assert res["n_pairs"] == 4
+    # held out: the bundled photos and dataset seed 10000 + --seed (training sets use small seeds)
+    ref = RealTextureFlowDataset(4, (40, 48), seed=REAL_TEXTURE_SEED_OFFSET + 3, photos="bundled")
+    mags = torch.stack([ref[i]["flow"].norm(dim=0) for i in range(4)]).double()
+    occ = torch.stack([ref[i]["occlusion"][0] for i in range(4)])
+    s = res["methods"]["zero"]
+    assert s["epe_pooled"] == pytest.approx(float(mags.mean()), rel=1e-5)
+    assert s["epe_occ_pooled"] == pytest.approx(float(mags[occ].mean()), rel=1e-5)
+    assert s["n_images"] == 4
+    ds = open_flow_dataset("real-texture", real_texture_pairs=2, real_texture_size=(40, 48))
+    assert ds[1].name == "real-texture/00001" and ds[0].image1.dtype == torch.uint8

@@ -26,6 +26,7 @@ examples:
   mcjepa-eval flow --dataset sintel-clean sintel-final --root data --weights runs/r1/release --baseline zero dis
   mcjepa-eval flow --dataset kitti-2015 --root data --weights runs/r1/release --out kitti.json --dump-worst 5
   mcjepa-eval flow --dataset synthetic --no-model --baseline all          # baselines only, no download
+  mcjepa-eval flow --dataset real-texture --weights W --baseline all      # photo textures, exact flow
   mcjepa-eval segmentation --dataset voc --root data/voc --weights runs/r1/release --epochs 20
   mcjepa-eval segmentation --dataset ade20k --root data/ADEChallengeData2016 --weights W --finetune
   mcjepa-eval davis --root data/DAVIS --weights runs/r1/release --out davis.json

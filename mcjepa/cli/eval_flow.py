@@ -17,14 +17,15 @@ BASELINE_CHOICES = ("zero", "dis", "farneback", "all")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``flow`` subcommand to ``subparsers``; return its parser."""
-    from ..eval.flow_eval import FLOW_DATASETS
+    from ..eval.flow_eval import FLOW_DATASETS, REAL_TEXTURE_SEED_OFFSET
 
     f = subparsers.add_parser(
         NAME,
         help="optical flow EPE / Fl (model and baselines in one table)",
         description="Optical flow: EPE pooled over all valid pixels and averaged per image, occluded / "
         "non-occluded EPE where masks exist, Fl-all. Frames are padded to the stride (replicate) and the "
-        "flow cropped back; nothing is resized.",
+        "flow cropped back; nothing is resized. synthetic and real-texture are rendered, with exact ground "
+        "truth: they need no --root.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     f.add_argument(
@@ -35,7 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="NAME",
         help=f"one or more of {', '.join(FLOW_DATASETS)}",
     )
-    f.add_argument("--root", help="dataset root (holds Sintel/, KittiFlow/ or FlyingChairs/; or a .flo folder)")
+    f.add_argument(
+        "--root",
+        help="dataset root (holds Sintel/, KittiFlow/ or FlyingChairs/; or a .flo folder); unused by the rendered sets",
+    )
     f.add_argument("--split", default="val", help="FlyingChairs split (Sintel / KITTI use their training split)")
     f.add_argument(
         "--baseline",
@@ -57,6 +61,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     f.add_argument("--dump-dir", default="flow_worst", help="folder for --dump-worst images")
     f.add_argument("--synthetic-pairs", type=int, default=16, help="pairs in the synthetic set")
     f.add_argument("--synthetic-size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
+    f.add_argument("--real-texture-pairs", type=int, default=100, metavar="N", help="pairs in the real-texture set")
+    f.add_argument(
+        "--real-texture-size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"), help="real-texture frames"
+    )
+    f.add_argument(
+        "--real-texture-photos",
+        default="bundled",
+        metavar="PHOTOS",
+        help="real-texture photos: 'bundled' (the five shipped with the package, which training never uses), "
+        "'installed' (those of opencv-doc / scikit-image, which the real config trains on) or a folder. The "
+        f"pairs use dataset seed {REAL_TEXTURE_SEED_OFFSET} + --seed, which no training set uses",
+    )
     add_model_args(f)
     return f
 
@@ -89,6 +105,9 @@ def run(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any],
             synthetic_pairs=args.synthetic_pairs,
             synthetic_size=tuple(args.synthetic_size),
             seed=args.seed,
+            real_texture_pairs=args.real_texture_pairs,
+            real_texture_size=tuple(args.real_texture_size),
+            real_texture_photos=args.real_texture_photos,
         )
         res = evaluate_flow(
             ds, methods, args.max_pairs, args.dump_worst, f"{args.dump_dir}/{name}", progress=not args.no_progress

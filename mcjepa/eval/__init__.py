@@ -3,7 +3,7 @@
 * :mod:`.metrics`: EPE (pooled and per image), occluded / non-occluded EPE, Fl-all, mIoU,
   DAVIS J and F.
 * :mod:`.flow_eval` + :mod:`.baselines`: optical flow on Sintel, KITTI 2015, FlyingChairs, the
-  synthetic set and any ``.flo`` folder; zero / DIS / Farnebäck reference rows.
+  synthetic and real-texture sets and any ``.flo`` folder; zero / DIS / Farnebäck reference rows.
 * :mod:`.segmentation`: linear head on frozen (or fine-tuned) pyramid features; VOC,
   Cityscapes, ADE20k.
 * :mod:`.davis`: DAVIS 2017 label propagation, (J&F)m.

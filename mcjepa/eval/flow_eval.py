@@ -10,7 +10,12 @@ Datasets (``open_flow_dataset(name, root)``), each yielding :class:`FlowSample`:
   pixels valid in ``flow_occ`` but not in ``flow_noc`` count as occluded).
 * ``flying-chairs``: FlyingChairs validation split through torchvision's ``FlyingChairs``.
 * ``synthetic``: the embedded procedural set :class:`mcjepa.data.synthetic.SyntheticFlowDataset`
-  (no download; ``root`` unused).
+  (no download; ``root`` unused), rendered with dataset seed ``seed``.
+* ``real-texture``: photo-textured pairs with exact flow and occlusion,
+  :class:`mcjepa.data.real_texture.RealTextureFlowDataset` (no download; ``root`` unused), by
+  default textured with the five bundled photos, which training never uses, and rendered with
+  dataset seed ``REAL_TEXTURE_SEED_OFFSET + seed`` (10000 + seed), which training never uses
+  either (its sets use small seeds; its own end-of-run held-out check uses 10000 + run.seed).
 * ``flo-folder``: any folder (searched recursively) of triples ``<name>_img1.<ext>``,
   ``<name>_img2.<ext>``, ``<name>_flow.flo`` (ext: png, jpg, jpeg, ppm, bmp), optionally
   ``<name>_occ.png`` (non-zero = occluded) and ``<name>_valid.png`` (non-zero = has ground truth).
@@ -42,13 +47,23 @@ __all__ = [
     "FLOW_DATASETS",
     "FlowSample",
     "FloFolder",
+    "REAL_TEXTURE_SEED_OFFSET",
     "evaluate_flow",
     "model_method",
     "open_flow_dataset",
     "dump_flow_images",
 ]
 
-FLOW_DATASETS = ("sintel-clean", "sintel-final", "kitti-2015", "flying-chairs", "synthetic", "flo-folder")
+FLOW_DATASETS = (
+    "sintel-clean",
+    "sintel-final",
+    "kitti-2015",
+    "flying-chairs",
+    "synthetic",
+    "real-texture",
+    "flo-folder",
+)
+REAL_TEXTURE_SEED_OFFSET = 10_000  # real-texture pairs use dataset seed 10000 + seed: never a training set's
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 
 
@@ -155,11 +170,13 @@ def _flying_chairs(root: str | Path, split: str) -> _TorchvisionFlow:
     return _TorchvisionFlow(FlyingChairs(str(root), split=split))
 
 
-class _Synthetic(torch.utils.data.Dataset):
-    def __init__(self, num_pairs: int, size: tuple[int, int], seed: int) -> None:
-        from ..data.synthetic import SyntheticFlowDataset
+class _Rendered(torch.utils.data.Dataset):
+    """FlowSamples from a rendered set (:class:`mcjepa.data.synthetic.SyntheticFlowDataset` items:
+    float frames in [0, 1], exact flow and occlusion); pair ``i`` is named ``<prefix>/<i:05d>``."""
 
-        self.ds = SyntheticFlowDataset(num_pairs=num_pairs, size=size, seed=seed)
+    def __init__(self, ds: torch.utils.data.Dataset, prefix: str) -> None:
+        self.ds = ds
+        self.prefix = prefix
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -173,7 +190,7 @@ class _Synthetic(torch.utils.data.Dataset):
             flow=torch.as_tensor(item["flow"], dtype=torch.float32),
             valid=None,
             occluded=None if occ is None else torch.as_tensor(occ).reshape(occ.shape[-2:]).bool(),
-            name=f"synthetic/{index:05d}",
+            name=f"{self.prefix}/{index:05d}",
         )
 
 
@@ -228,16 +245,35 @@ def open_flow_dataset(
     synthetic_pairs: int = 16,
     synthetic_size: tuple[int, int] = (96, 128),
     seed: int = 0,
+    *,
+    real_texture_pairs: int = 100,
+    real_texture_size: tuple[int, int] = (96, 128),
+    real_texture_photos: str | Path = "bundled",
 ) -> torch.utils.data.Dataset:
     """Return the evaluation dataset ``name`` (one of :data:`FLOW_DATASETS`) as FlowSamples.
 
     ``split`` only matters for ``flying-chairs`` ("val" by default); Sintel and KITTI use their
-    training splits (the ones with ground truth, as in the paper).
+    training splits (the ones with ground truth, as in the paper). The rendered sets take their
+    number of pairs and ``(H, W)`` size in pixels from ``synthetic_*`` / ``real_texture_*``;
+    ``real_texture_photos`` is ``"bundled"``, ``"installed"`` or a folder of photos
+    (:func:`mcjepa.data.real_texture.photo_files`).
     """
     if name not in FLOW_DATASETS:
         raise ValueError(f"unknown flow dataset {name!r}; choose one of {FLOW_DATASETS}")
     if name == "synthetic":
-        return _Synthetic(synthetic_pairs, synthetic_size, seed)
+        from ..data.synthetic import SyntheticFlowDataset
+
+        return _Rendered(SyntheticFlowDataset(synthetic_pairs, tuple(synthetic_size), seed), "synthetic")
+    if name == "real-texture":
+        from ..data.real_texture import RealTextureFlowDataset
+
+        ds = RealTextureFlowDataset(
+            real_texture_pairs,
+            tuple(real_texture_size),
+            seed=REAL_TEXTURE_SEED_OFFSET + seed,
+            photos=real_texture_photos,
+        )
+        return _Rendered(ds, "real-texture")
     if root is None:
         raise ValueError(f"dataset {name!r} needs --root")
     expected = {
