@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from benchmarks import breakdown, flow_inference, gpu_suite, ops, scaling, training_step
+from benchmarks import breakdown, cpu_speed, flow_inference, gpu_suite, ops, scaling, training_step
 from benchmarks.common import build_variant, measure, parse_size, resolve_device
 from benchmarks.ops_fast import local_correlation_reference, local_correlation_tiled
 from mcjepa.ops import local_correlation
@@ -45,6 +45,34 @@ def test_flow_inference_pads_to_network_stride_and_estimate_entry(tmp_path):
     data = flow_inference.main([*FAST, "--sizes", "40x70", "--batch", "2", "--models", "micro", "--entry", "estimate"])
     (row,) = data["results"]
     assert row["padded"] == "64x96" and row["entry"] == "estimate" and row["batch"] == 2
+
+
+def test_cpu_speed_interleaves_models_and_writes_ratios(tmp_path):
+    out = tmp_path / "cs.json"
+    cpu_speed.main(["--size", "128x128", "--repeats", "2", "--warmup", "0", "--variant", "micro", "--out", str(out)])
+    data = _load(out)
+    assert data["environment"]["torch_threads"] == 1 and data["args"]["size"] == "128x128"
+    rows = {r["model"]: r for r in data["results"]}
+    assert set(rows) == {"mcjepa micro", "raft_small", "raft_large"}
+    assert rows["raft_small"]["iterations"] == rows["raft_large"]["iterations"] == 12
+    for r in rows.values():
+        assert len(r["times_s"]) == 2 and r["min_s"] <= r["median_s"]
+        assert r["vs_raft_small"] == pytest.approx(r["median_s"] / rows["raft_small"]["median_s"])
+    with pytest.raises(SystemExit, match="at least 128x128"):
+        cpu_speed.main(["--size", "64x96", "--repeats", "1"])
+
+
+def test_cpu_speed_with_weights(tmp_path):
+    from fixtures_models import seeded_micro
+
+    from mcjepa.weights import save_release
+
+    save_release(seeded_micro(), tmp_path / "release")
+    data = cpu_speed.main(["--size", "64x96", "--repeats", "1", "--warmup", "0", "--models", "mcjepa",
+                           "--variant", "micro", "--weights", str(tmp_path / "release")])  # fmt: skip
+    (row,) = data["results"]
+    assert row["weights"] == str(tmp_path / "release") and row["padded"] == "64x96"
+    assert row["vs_raft_small"] is None
 
 
 def test_scaling_rows_per_size(tmp_path):
