@@ -346,12 +346,11 @@ def build_motion_datasets(specs: Sequence[dict[str, Any]], seed: int | None = No
     out = []
     for i, spec in enumerate(specs):
         where = f"motion dataset spec [{i}] ({spec['name']})"
+        what = spec.get("root") if spec["name"] not in _RENDERED else f"photos {spec.get('photos') or 'bundled'!r}"
         try:
             source = _source(spec)
         except (FileNotFoundError, NotADirectoryError) as e:
-            raise FileNotFoundError(
-                f"{where}: could not read {spec.get('root')}: {e} (expected {LAYOUTS[spec['name']]})"
-            ) from e
+            raise FileNotFoundError(f"{where}: could not read {what}: {e} (expected {LAYOUTS[spec['name']]})") from e
         if len(source) == 0:
             raise FileNotFoundError(
                 f"{where}: no frame pairs found under {spec.get('root')} (expected {LAYOUTS[spec['name']]})"
