@@ -135,11 +135,13 @@ def merge_entry(
 ) -> Path:
     """Add or replace ``models[name]`` in the manifest at ``manifest_path`` (default:
     :func:`default_manifest_path`; created when missing) with one atomic write, other entries kept;
-    return the manifest's path.
+    return the path written (a symbolic link's target: the link is kept).
 
     A ``published`` entry is only replaced by a different one with ``force``; otherwise
     :class:`ManifestError` says so and nothing is written."""
     path = Path(manifest_path) if manifest_path is not None else default_manifest_path()
+    if path.is_symlink():  # the top-level weights_manifest.json: write the packaged file, keep the link
+        path = path.resolve()
     if path.is_file():
         manifest = load_manifest(path)
     else:
