@@ -2,4 +2,4 @@
 
 dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors", "requests", "tqdm", "numpy", "PIL"]
 
-from mcjepa.hub import mcjepa_convnext_t, mcjepa_convnext_t_flow  # noqa: E402, F401
+from mcjepa.hub import mcjepa_convnext_t, mcjepa_convnext_t_flow, mcjepa_small  # noqa: E402, F401

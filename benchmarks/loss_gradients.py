@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.weights:
-        from mcjepa.weights import load_model
+        from mcjepa.release import load_model
 
         model = load_model(args.weights)
     else:

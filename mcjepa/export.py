@@ -2,10 +2,11 @@
 
 :func:`export_release` reads a training checkpoint (``mcjepa.train.checkpoint.load_checkpoint``,
 ``weights_only=True``), rebuilds the model strictly, writes the release with
-:func:`mcjepa.weights.save_release` (its ``release.json`` is the manifest entry) and adds a
+:func:`mcjepa.release.save_release` (its ``release.json`` is the manifest entry) and adds a
 Hugging Face model card ``README.md``. Only when asked (``manifest=PATH``, ``mcjepa-export
---update-manifest PATH``) is the entry merged into a manifest, with ``status: "local"`` and the
-folder's ``url`` so that it loads by its key (``mcjepa-publish`` later pins it to a Hub commit). :func:`weights_table_markdown` renders the manifest as the README's
+--update-manifest PATH``) is the entry merged into a manifest (:func:`mcjepa.release.merge_entry`),
+with ``status: "local"`` and the folder's ``url`` so that it loads by its key (``mcjepa-publish``
+later pins it to a Hub commit). :func:`weights_table_markdown` renders the manifest as the README's
 weights table.
 """
 
@@ -21,12 +22,7 @@ from typing import Any
 from .config import MODEL_VARIANTS, ModelConfig
 from .io_atomic import atomic_write_bytes, json_bytes, read_json
 from .model import MCJEPA
-from .weights import (
-    RELEASE_FILENAME,
-    load_manifest,
-    manifest_candidates,
-    save_release,
-)
+from .release import DEFAULT_MODEL, RELEASE_FILENAME, ManifestError, default_manifest_path, merge_entry, save_release
 
 __all__ = [
     "ExportError",
@@ -288,36 +284,16 @@ def model_card(
 # --------------------------------------------------------------------------- manifest
 
 
-def default_manifest_path() -> Path:
-    """Return the manifest :func:`mcjepa.weights.load_manifest` reads: ``$MCJEPA_MANIFEST`` or the
-    repository root's ``weights_manifest.json``."""
-    candidates = manifest_candidates()
-    for c in candidates:
-        if c.is_file():
-            return c
-    return candidates[-1]
-
-
 def merge_manifest_entry(
     name: str, entry: Mapping[str, Any], manifest_path: str | os.PathLike | None = None, force: bool = False
 ) -> Path:
-    """Add or replace ``models[name]`` in the manifest (atomic write, other entries kept);
-    return the manifest path. A ``published`` entry is only replaced with ``force``."""
-    path = Path(manifest_path) if manifest_path is not None else default_manifest_path()
-    if path.is_file():
-        manifest = load_manifest(path)
-    else:
-        manifest = {"format_version": 1, "note": "MC-JEPA weight releases (see mcjepa/weights.py).", "models": {}}
-        path.parent.mkdir(parents=True, exist_ok=True)
-    old = manifest["models"].get(name)
-    if isinstance(old, dict) and old.get("status") == "published" and not force and old != dict(entry):
-        raise ExportError(
-            f"{path}: {name!r} is a published release (hf://{old.get('repo_id')}@{old.get('revision')}); "
-            "refusing to overwrite it. Choose another --name, or pass --force to replace it."
-        )
-    manifest["models"][name] = json.loads(json.dumps(entry))
-    atomic_write_bytes(path, json_bytes(manifest))
-    return path
+    """Add or replace ``models[name]`` in the manifest (default: :func:`default_manifest_path`) with
+    :func:`mcjepa.release.merge_entry`; return the manifest path. A ``published`` entry is only
+    replaced with ``force`` (otherwise :class:`ExportError`)."""
+    try:
+        return merge_entry(name, entry, manifest_path, force=force)
+    except ManifestError as exc:
+        raise ExportError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- export
@@ -394,16 +370,17 @@ def export_release(
 
 
 def weights_table_markdown(manifest: Mapping[str, Any]) -> str:
-    """Return the README's weights table (Markdown) for the manifest's **published** entries:
-    one row per release with its name, variant, training data, key metrics, license and a pinned
-    ``weights=`` string. Local entries are left out (they exist on one machine only)."""
+    """Return the README's weights table (Markdown) for the manifest's **published** and **bundled**
+    entries: one row per release with its name, variant, training data, key metrics, license and how
+    to load it (a pinned ``weights=`` string; bundled ones ship with the package). Local entries are
+    left out (they exist on one machine only)."""
     header = [
         "| name | variant | trained on | metrics | license | load with |",
         "|---|---|---|---|---|---|",
     ]
     rows = []
     for name, e in sorted((manifest.get("models") or {}).items()):
-        if not isinstance(e, dict) or e.get("status") != "published":
+        if not isinstance(e, dict) or e.get("status") not in ("published", "bundled"):
             continue
         metrics = e.get("metrics") or {}
         shown = [k for k in sorted(metrics) if k.startswith("trained_") or "epe" in k.lower()][:3]
@@ -411,10 +388,15 @@ def weights_table_markdown(manifest: Mapping[str, Any]) -> str:
         trained_on = e.get("trained_on")
         if isinstance(trained_on, list):
             trained_on = ", ".join(map(str, trained_on))
-        rev = str(e.get("revision", ""))[:12]
+        if e.get("status") == "bundled":
+            where = "bundled in the package" + (", the `flow.load()` default" if name == DEFAULT_MODEL else "")
+            load = f'`weights="{name}"` ({where})'
+        else:
+            rev = str(e.get("revision", ""))[:12]
+            load = f'`weights="{name}"` ([hf://{e.get("repo_id")}@{rev}](https://huggingface.co/{e.get("repo_id")}))'
         rows.append(
             f"| `{name}` | {e.get('variant') or 'custom'} | {trained_on or '-'} | {cell} | {e.get('license', '-')} "
-            f'| `weights="{name}"` ([hf://{e.get("repo_id")}@{rev}](https://huggingface.co/{e.get("repo_id")})) |'
+            f"| {load} |"
         )
     return "\n".join(header + (rows or [_EMPTY_TABLE_ROW]))
 
@@ -425,6 +407,6 @@ def readme_table_block(text: str) -> str:
     if TABLE_START not in text or TABLE_END not in text:
         raise ExportError(
             f"README.md lacks the weights-table markers {TABLE_START} / {TABLE_END}: add them around the "
-            f"weights table (generate it with mcjepa.export.weights_table_markdown(load_manifest()))"
+            f"weights table (generate it with mcjepa.export.weights_table_markdown(mcjepa.release.load_manifest()))"
         )
     return text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()

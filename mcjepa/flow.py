@@ -1,7 +1,7 @@
 """Optical flow in a notebook: ``from mcjepa import flow``.
 
     >>> from mcjepa import flow
-    >>> model = flow.load(weights="path/to/release")   # or flow.load() for an untrained model
+    >>> model = flow.load()                              # the trained small model bundled with mcjepa
     >>> f = flow.estimate(img1, img2, model=model)      # float32 (2, H, W), pixels (u, v)
     >>> rgb = flow.to_image(f)                           # uint8 (3, H, W), Middlebury colour wheel
 
@@ -18,6 +18,7 @@ frame 2 on frame 1's grid, so ``warp(image2, flow) ~ image1`` where the pixel is
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -34,12 +35,13 @@ from torchvision.utils import flow_to_image
 from .encoder import MIN_INPUT_SIZE, ConvNeXtPyramid, imagenet_normalize
 from .flow_io import read_flo, read_kitti_flow, write_flo, write_kitti_flow
 from .image_io import to_rgb
-from .model import MCJEPA, build_model
+from .model import MCJEPA
 from .ops import backward_warp, flow_validity_mask, forward_backward_occlusion
 
 __all__ = [
     "MIN_SIZE",
     "PAD_MULTIPLE",
+    "RANDOM_WEIGHTS",
     "estimate",
     "load",
     "occlusion_mask",
@@ -54,11 +56,15 @@ __all__ = [
 MIN_SIZE = MIN_INPUT_SIZE  # smallest accepted height and width, pixels
 PAD_MULTIPLE = 32  # the network stride: frames are padded to a multiple of it
 
+RANDOM_WEIGHTS = "random"  # flow.load(weights="random"): an untrained model, on request only
+
 ImageLike = Tensor | np.ndarray | Image.Image | Sequence
 _UNTRAINED = (
-    "the model is untrained (random weights): its flow is meaningless. "
-    "Load trained weights with flow.load(weights='path/to/release') (train them with `mcjepa-train`)."
+    "the model is untrained (random weights, as asked with weights='random'): its flow is meaningless. "
+    "flow.load() with no weights loads the trained model bundled with mcjepa; flow.load(weights='path/to/release') "
+    "loads yours (train one with `mcjepa-train`)."
 )
+_log = logging.getLogger(__name__)
 _default: MCJEPA | None = None
 
 
@@ -66,26 +72,48 @@ def load(
     weights: str | os.PathLike | None = None,
     *,
     pretrained: bool = False,
-    variant: str = "convnext_t",
+    variant: str | None = None,
     device: str | torch.device | None = None,
     sha256: str | None = None,
 ) -> MCJEPA:
     """Return an encoder + flow head :class:`~mcjepa.model.MCJEPA` in eval mode on ``device``
     (default CPU).
 
-    ``weights`` and ``pretrained`` follow the hub's rules (:func:`mcjepa.weights.load_model`:
-    a manifest key, a local release folder or ``.safetensors`` file, ``hf://org/repo[@rev]`` or
-    an https URL). With neither, the model is randomly initialised and a ``UserWarning`` says so.
-    ``sha256`` is the expected digest of a bare ``.safetensors`` file (or pass
-    ``weights="FILE#sha256=<hex>"``).
-    """
-    target = torch.device(device) if device is not None else torch.device("cpu")
-    from .weights import load_model  # lazy: pulls in huggingface_hub only when the flow API loads a model
+    - ``flow.load()``: the trained ``small`` model bundled with the package
+      (:data:`mcjepa.release.DEFAULT_MODEL`, ``"mcjepa_small_real"``), sha256-checked, read from
+      the installed package (no network). A :class:`~mcjepa.release.WeightsUnavailableError` says
+      so when the installation lacks it.
+    - ``flow.load(weights="random")``: a randomly initialised ``variant`` (default
+      ``"convnext_t"``), only on request, with a ``UserWarning`` that it is untrained.
+    - ``flow.load(weights=...)``: a manifest key, a local release folder or ``.safetensors`` file,
+      ``hf://org/repo[@rev]``, an https URL or ``bundled://NAME`` (:func:`mcjepa.release.load_model`).
+      ``sha256`` is the expected digest of a bare ``.safetensors`` file (or pass
+      ``weights="FILE#sha256=<hex>"``).
+    - ``flow.load(pretrained=True)``: the published release of ``variant`` (none is published yet).
 
+    ``variant`` is the architecture of random weights and of a bare file that records none; with no
+    weights it is an error (the bundled model has its own). The returned model says which weights
+    it holds: ``model.release_name`` (e.g. ``"mcjepa_small_real"``; ``None`` for random weights) and
+    ``model.weights_description`` (one line, also in ``repr(model)`` and logged at INFO level).
+    """
+    from .release import BUNDLED_SCHEME, DEFAULT_MODEL, load_model  # lazy: pulls in huggingface_hub
+
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    random_init = isinstance(weights, str) and weights == RANDOM_WEIGHTS
+    if random_init and pretrained:
+        raise ValueError("weights='random' and pretrained=True contradict each other: pass one of them")
+    if weights is None and not pretrained:
+        if variant is not None:
+            raise ValueError(
+                f"variant={variant!r} with no weights: flow.load() loads the bundled model {DEFAULT_MODEL!r}, which "
+                "has its own architecture. variant= sets the architecture of weights='random' (an untrained model) "
+                "and of a bare .safetensors file; drop it, or pass weights='random' or weights=..."
+            )
+        weights = f"{BUNDLED_SCHEME}{DEFAULT_MODEL}"
     model = load_model(
-        weights,
+        None if random_init else weights,
         pretrained=pretrained,
-        variant=variant,
+        variant=variant or "convnext_t",
         components=("encoder", "flow_head"),
         map_location=target,
         sha256=sha256,
@@ -93,14 +121,15 @@ def load(
         untrained_message=f"flow.load(): {_UNTRAINED}",
         warn_stacklevel=2,
     )
+    _log.info("flow.load(): %s", model.weights_description)
     return model.eval()
 
 
 def _default_model() -> MCJEPA:
-    """The model ``estimate`` uses when given none: an untrained ConvNeXt-T, built once."""
+    """The model ``estimate`` uses when given none: :func:`load` (the bundled trained model), loaded once."""
     global _default
     if _default is None:
-        _default = build_model("convnext_t").eval()
+        _default = load()
     return _default
 
 
@@ -234,7 +263,8 @@ def estimate(
     Args:
         image1, image2: the frames, in any form the module docstring lists; same size, at least
             :data:`MIN_SIZE` x :data:`MIN_SIZE`; both single images or both batches of equal size.
-        model: from :func:`load`. ``None`` uses a cached *untrained* ConvNeXt-T (with a warning).
+        model: from :func:`load`. ``None`` uses the default model, ``load()`` (the bundled trained
+            ``small`` model), loaded once and cached.
         device: move the model there first (in place, like ``model.to``); by default the model
             stays where it is and the inputs are moved to it.
         bf16: run under ``torch.autocast("cuda", dtype=torch.bfloat16)``. Only on CUDA: on
@@ -248,11 +278,6 @@ def estimate(
     x2, batched2, _, _ = _prepare(image2, "image2")
     _check_pair(x1, batched1, x2, batched2)
     if model is None:
-        warnings.warn(
-            f"flow.estimate() got no model, so it uses a randomly initialised ConvNeXt-T: {_UNTRAINED}",
-            UserWarning,
-            stacklevel=2,
-        )
         model = _default_model()
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model must be an MCJEPA from mcjepa.flow.load(), got {_describe(model)}")

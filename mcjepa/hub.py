@@ -1,7 +1,10 @@
 """``torch.hub`` builders (re-exported by the repository's ``hubconf.py``).
 
-Both take ``pretrained`` and ``weights`` and load through :func:`mcjepa.weights.load_model`
-(the one loader); with neither, the model is randomly initialised and one ``UserWarning`` says so.
+All take ``pretrained`` and ``weights`` and load through :func:`mcjepa.release.load_model` (the one
+loader). ``mcjepa_convnext_t`` and ``mcjepa_convnext_t_flow`` are the paper's model: nothing trained
+is published for it, so ``pretrained=True`` raises an error and with neither the model is randomly
+initialised (one ``UserWarning`` says so). ``mcjepa_small`` loads the trained ``small`` model bundled
+with the package (:data:`mcjepa.release.DEFAULT_MODEL`) by default.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from typing import Any
 
 from .encoder import ConvNeXtPyramid
 from .model import MCJEPA
-from .weights import UNTRAINED_MESSAGE, load_model
+from .release import BUNDLED_SCHEME, DEFAULT_MODEL, UNTRAINED_MESSAGE, load_model
 
-__all__ = ["mcjepa_convnext_t", "mcjepa_convnext_t_flow"]
+__all__ = ["mcjepa_convnext_t", "mcjepa_convnext_t_flow", "mcjepa_small"]
 
 
 def _untrained_warning(entry: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +50,7 @@ def mcjepa_convnext_t(
             ``file://`` URL. A release's own config.json sets the architecture. A bare
             ``.safetensors`` file is checked only when its hash is given (``sha256=`` or
             ``"FILE#sha256=<hex>"``); without one it loads with a warning.
-        **kwargs: passed to :func:`mcjepa.weights.load_model`, e.g. ``map_location="cuda"`` or
+        **kwargs: passed to :func:`mcjepa.release.load_model`, e.g. ``map_location="cuda"`` or
             ``variant="micro"`` (the architecture when no release config is given).
 
     Example::
@@ -85,7 +88,7 @@ def mcjepa_convnext_t_flow(pretrained: bool = False, weights: str | os.PathLike 
             ``file://`` URL. The release must hold the encoder and the flow head. A bare
             ``.safetensors`` file is checked only when its hash is given (``sha256=`` or
             ``"FILE#sha256=<hex>"``); without one it loads with a warning.
-        **kwargs: passed to :func:`mcjepa.weights.load_model`, e.g. ``map_location="cuda"`` or
+        **kwargs: passed to :func:`mcjepa.release.load_model`, e.g. ``map_location="cuda"`` or
             ``variant="convnext_t_c1"`` (the architecture when no release config is given).
 
     Example::
@@ -100,4 +103,42 @@ def mcjepa_convnext_t_flow(pretrained: bool = False, weights: str | os.PathLike 
         torch.Size([1, 2, 128, 160])
     """
     kwargs = _untrained_warning("mcjepa_convnext_t_flow", kwargs)
+    return load_model(weights, pretrained=pretrained, components=("encoder", "flow_head"), **kwargs)
+
+
+def mcjepa_small(pretrained: bool | None = None, weights: str | os.PathLike | None = None, **kwargs: Any) -> MCJEPA:
+    """MC-JEPA ``small`` optical flow model (encoder + flow head), trained, bundled with the package; eval mode.
+
+    A CPU-sized variant (not the paper's model; :func:`mcjepa.config.small`): by default it loads
+    the release bundled inside the package, ``mcjepa_small_real`` (sha256-checked, offline), the
+    model ``mcjepa.flow.load()`` uses. ``model.weights_description`` says what it was trained on.
+    ``model(image1, image2)`` takes ImageNet-normalised ``(B, 3, H, W)`` frames (H, W >= 32) and
+    returns ``(B, 2, H, W)`` flow in pixels; ``model.encoder`` gives the feature pyramid. For uint8
+    or [0, 1] images with padding handled, use ``mcjepa.flow.estimate(img1, img2, model=model)``.
+
+    Args:
+        pretrained (bool): load the bundled trained release (the default when ``weights`` is not
+            given); ``False`` gives a randomly initialised ``small`` model, with a warning. Not
+            together with ``weights``.
+        weights (str or Path, optional): other weights to load instead: a manifest key, a local
+            release folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an
+            ``https://`` / ``file://`` URL.
+        **kwargs: passed to :func:`mcjepa.release.load_model`, e.g. ``map_location="cuda"``.
+
+    Example::
+
+        >>> import torch
+        >>> model = torch.hub.load("path/to/mcjepa", "mcjepa_small", source="local")
+        >>> model.release_name
+        'mcjepa_small_real'
+        >>> with torch.no_grad():
+        ...     flow = model(torch.randn(1, 3, 128, 160), torch.randn(1, 3, 128, 160))
+        >>> flow.shape
+        torch.Size([1, 2, 128, 160])
+    """
+    if pretrained is None:
+        pretrained = weights is None
+    if pretrained and weights is None:
+        weights, pretrained = f"{BUNDLED_SCHEME}{DEFAULT_MODEL}", False
+    kwargs = _untrained_warning("mcjepa_small", {"variant": "small", **kwargs})
     return load_model(weights, pretrained=pretrained, components=("encoder", "flow_head"), **kwargs)

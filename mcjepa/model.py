@@ -51,7 +51,14 @@ class MCJEPA(nn.Module):
         config: the architecture.
         flow_head: build the flow head.
         expander: build the expander (only needed for training).
+
+    A model returned by :func:`mcjepa.release.load_model` (``mcjepa.flow.load``, the hub entries)
+    also says which weights it holds: ``release_name`` (the manifest key or the release's name;
+    ``None`` for random or unnamed weights) and ``weights_description`` (one line, also in ``repr``).
     """
+
+    release_name: str | None = None
+    weights_description: str | None = None
 
     def __init__(self, config: ModelConfig | None = None, flow_head: bool = True, expander: bool = False) -> None:
         super().__init__()
@@ -63,6 +70,9 @@ class MCJEPA(nn.Module):
             raise ValueError(
                 f"expander input {self.config.expander.dims[0]} != encoder output {self.encoder.num_features}"
             )
+
+    def extra_repr(self) -> str:
+        return f"weights: {self.weights_description}" if self.weights_description else ""
 
     @property
     def components(self) -> tuple[str, ...]:

@@ -140,7 +140,7 @@ def _resolve_model(model: nn.Module | None, weights: str | os.PathLike | None, v
         if model is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # said in the result's notes instead
-                model = flow.load(variant=variant)
+                model = flow.load(flow.RANDOM_WEIGHTS, variant=variant)
     return model
 
 

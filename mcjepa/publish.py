@@ -16,9 +16,9 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
-from .export import CARD_FILENAME, CARD_REPO_PLACEHOLDER, ExportError, merge_manifest_entry
+from .export import CARD_FILENAME, CARD_REPO_PLACEHOLDER
 from .io_atomic import atomic_write_bytes
-from .weights import COMMIT_SHA, RELEASE_FILENAME, sha256_file
+from .release import COMMIT_SHA, RELEASE_FILENAME, ManifestError, merge_entry, sha256_file
 
 __all__ = ["PublishError", "publish_release"]
 
@@ -85,7 +85,7 @@ def publish_release(
     entry.setdefault("metadata", {})["branch"] = revision or "main"
     key = name or entry.get("name") or folder.name
     try:
-        merge_manifest_entry(key, entry, manifest, force=force)
-    except ExportError as exc:
+        merge_entry(key, entry, manifest, force=force)
+    except ManifestError as exc:
         raise PublishError(str(exc)) from None
     return entry

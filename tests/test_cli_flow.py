@@ -24,9 +24,11 @@ def patched_load(model, monkeypatch):
 
 def test_example_with_the_real_untrained_micro_model(tmp_path, capsys):
     out, flo = tmp_path / "flow.png", tmp_path / "flow.flo"
-    assert main(["--variant", "micro", "--device", "cpu", "-o", str(out), "--save-flo", str(flo)]) == 0
+    argv = ["--weights", "random", "--variant", "micro", "--device", "cpu", "-o", str(out), "--save-flo", str(flo)]
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert "UNTRAINED" in text and "built-in synthetic example" in text
+    assert "model: untrained mcjepa_micro (random weights)" in text
     pair = example_pair()
     zero_epe = pair.flow.norm(dim=0).mean().item()
     assert f"zero flow: EPE {zero_epe:.3f} px" in text
@@ -115,6 +117,11 @@ def test_weights_error_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(flow, "load", failing_load)
     assert main(["--pretrained"]) == 2
     _assert_one_line_error(capsys, "no pretrained MC-JEPA weights are published yet")
+
+
+def test_variant_without_weights_is_refused(tmp_path, capsys):
+    assert main(["--variant", "micro", "--device", "cpu", "-o", str(tmp_path / "f.png")]) == 2
+    _assert_one_line_error(capsys, "variant='micro' with no weights")
 
 
 def test_help_and_usage(capsys):

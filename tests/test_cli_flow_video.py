@@ -74,7 +74,7 @@ def test_video_to_side_by_side_video_and_flo_matching_estimate(tmp_path, capsys,
     args = [str(video), "-o", str(out), "--save-flo", str(flo), "--save-kitti", str(kitti), "--batch", "2"]
     assert main([*args, "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert "5 pair(s)" in text and "(96x64, 6 frames, 25 fps)" in text and "UNTRAINED" in text
+    assert "5 pair(s)" in text and "(96x64, 6 frames, 25 fps)" in text and "model: mcjepa_micro" in text
 
     decoded_in = _decode(video)  # what mcjepa-flow saw: the same decoder, the same frames
     written = _decode(out)

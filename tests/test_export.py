@@ -255,6 +255,18 @@ def test_published_entry_is_not_overwritten_without_force(tmp_path):
     assert load_manifest(path)["models"]["a"]["status"] == "local"
 
 
+def test_merge_writes_through_a_symlinked_manifest(tmp_path):
+    """The repository's weights_manifest.json links to mcjepa/weights_manifest.json: merging into the
+    link updates the packaged file and keeps the link."""
+    (tmp_path / "pkg").mkdir()
+    target = tmp_path / "pkg" / "weights_manifest.json"
+    target.write_text(json.dumps({"format_version": 1, "note": "t", "models": {}}))
+    link = tmp_path / "weights_manifest.json"
+    link.symlink_to("pkg/weights_manifest.json")
+    assert merge_manifest_entry("a", {"status": "local", "files": {}}, link) == target
+    assert link.is_symlink() and load_manifest(target)["models"] == {"a": {"status": "local", "files": {}}}
+
+
 def test_weights_table():
     assert weights_table_markdown({"models": {}}).splitlines()[-1] == "| _none published yet_ | | | | | |"
     manifest = {
@@ -285,7 +297,11 @@ def test_readme_weights_table_matches_manifest():
     readme = path.read_text()
     assert TABLE_START in readme and TABLE_END in readme, (
         f"README.md must hold the weights table between {TABLE_START} and {TABLE_END}; "
-        "generate it with mcjepa.export.weights_table_markdown(mcjepa.weights.load_manifest())"
+        "generate it with mcjepa.export.weights_table_markdown(mcjepa.release.load_manifest())"
     )
     manifest = load_manifest(REPO_ROOT / "weights_manifest.json")
-    assert readme_table_block(readme) == weights_table_markdown(manifest)
+    assert readme_table_block(readme) == weights_table_markdown(manifest), (
+        "README.md's weights table differs from weights_manifest.json (published and bundled entries): paste the "
+        "output of `python -c 'from mcjepa.export import weights_table_markdown; from mcjepa.release import "
+        "load_manifest; print(weights_table_markdown(load_manifest()))'` between the markers"
+    )

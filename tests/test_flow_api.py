@@ -1,7 +1,5 @@
 """``mcjepa.flow``: input forms, padding and cropping, errors, warp, occlusion mask, load."""
 
-import sys
-import types
 import warnings
 
 import numpy as np
@@ -127,29 +125,42 @@ def test_bad_types(model):
         flow.estimate(ok, ok, model="convnext_t")
 
 
-def test_default_model_is_used_with_a_warning(model, monkeypatch):
-    monkeypatch.setattr(flow, "_default", model)
+def test_estimate_without_a_model_uses_the_default_model_quietly(model, monkeypatch):
+    monkeypatch.setattr(flow, "_default", model)  # what flow.load() gives (tests/test_bundled.py loads it for real)
     i1, i2 = _frames(32, 48)
-    with pytest.warns(UserWarning, match="untrained"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         out = flow.estimate(i1, i2)
     torch.testing.assert_close(out, flow.estimate(i1, i2, model))
 
 
-def test_load_untrained_warns_and_is_in_eval_mode():
+def test_load_random_on_request_warns_and_is_in_eval_mode():
     with pytest.warns(UserWarning, match="untrained"):
-        m = flow.load(variant="micro", device="cpu")
+        m = flow.load("random", variant="micro", device="cpu")
     assert not m.training and m.flow_head is not None and m.expander is None
-    assert m.config.name == "mcjepa_micro"
+    assert m.config.name == "mcjepa_micro" and m.release_name is None
+    assert m.weights_description == "untrained mcjepa_micro (random weights)" and "random weights" in repr(m)
+    with pytest.raises(ValueError, match="contradict"):
+        flow.load("random", pretrained=True)
+    with pytest.raises(ValueError, match="variant='micro' with no weights: flow.load.. loads the bundled model"):
+        flow.load(variant="micro")
 
 
-def test_load_with_weights_delegates_to_weights_module(monkeypatch):
+def _fake_loader(monkeypatch):
+    import mcjepa.release
+
     calls = {}
 
     def fake_load_model(weights, **kwargs):
         calls.update(weights=weights, **kwargs)
         return build_model("micro").train()
 
-    monkeypatch.setitem(sys.modules, "mcjepa.weights", types.SimpleNamespace(load_model=fake_load_model))
+    monkeypatch.setattr(mcjepa.release, "load_model", fake_load_model)
+    return calls
+
+
+def test_load_with_weights_delegates_to_the_release_loader(monkeypatch):
+    calls = _fake_loader(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # trained weights: no untrained warning
         m = flow.load("some/release", variant="micro")
@@ -165,6 +176,14 @@ def test_load_with_weights_delegates_to_weights_module(monkeypatch):
         "map_location": torch.device("cpu"),
         "sha256": None,
     }
+
+
+def test_load_without_weights_asks_for_the_bundled_model_and_random_for_none(monkeypatch):
+    calls = _fake_loader(monkeypatch)
+    flow.load()
+    assert calls["weights"] == "bundled://mcjepa_small_real" and calls["pretrained"] is False
+    flow.load("random")
+    assert calls["weights"] is None and calls["variant"] == "convnext_t" and calls["warn_untrained"] is True
 
 
 def test_to_image():

@@ -15,6 +15,7 @@ from fixtures_models import seeded_micro
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import mcjepa
 from mcjepa import ModelConfig, build_model
 from mcjepa.encoder import ConvNeXtPyramid
 from mcjepa.weights import (
@@ -138,10 +139,28 @@ def test_save_release_rejects_unserialisable_metadata(original, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_shipped_manifest_is_empty_and_says_so():
+def test_shipped_manifest_is_the_packaged_file_and_publishes_nothing_yet():
+    from pathlib import Path
+
+    from mcjepa.release import STATUSES, packaged_manifest_path
+
+    root_copy = Path(__file__).resolve().parents[1] / "weights_manifest.json"
+    assert packaged_manifest_path() == Path(mcjepa.__file__).resolve().parent / "weights_manifest.json"
+    assert root_copy.is_symlink() and root_copy.resolve() == packaged_manifest_path()  # one file, two paths
     manifest = load_manifest()
-    assert manifest["format_version"] == 1 and manifest["models"] == {}
+    assert manifest == load_manifest(packaged_manifest_path()) and manifest["format_version"] == 1
+    assert all(e["status"] in STATUSES for e in manifest["models"].values())
+    assert not [k for k, e in manifest["models"].items() if e["status"] == "published"]
     assert "None is published yet" in manifest["note"]
+
+
+def test_weights_module_re_exports_the_release_api():
+    import mcjepa.release
+    import mcjepa.weights
+
+    assert mcjepa.weights.__all__ == mcjepa.release.__all__
+    for name in mcjepa.release.__all__:
+        assert getattr(mcjepa.weights, name) is getattr(mcjepa.release, name), name
 
 
 # --------------------------------------------------------------------------- every weights= form
@@ -418,7 +437,7 @@ def _entry_points():
 
     return {
         "load_model": lambda w: load_model(w, variant="micro", warn_untrained=True),
-        "flow.load": lambda w: flow.load(w, variant="micro"),
+        "flow.load": lambda w: flow.load("random" if w is None else w, variant="micro"),  # random on request
         "load_for_eval": lambda w: load_for_eval(w, "micro"),
         "mcjepa_convnext_t": lambda w: mcjepa_convnext_t(weights=w, variant="micro"),
         "mcjepa_convnext_t_flow": lambda w: mcjepa_convnext_t_flow(weights=w, variant="micro"),

@@ -94,7 +94,7 @@ def _onnx_model(source: str | None):
 
 def _main_onnx(args: argparse.Namespace) -> int:
     from ..onnx_export import OnnxCheckError, export_onnx
-    from ..weights import WeightsError
+    from ..release import WeightsError
 
     if args.out:
         print(

@@ -38,8 +38,10 @@ needs PyAV: pip install "mcjepa[video]") with one frame per pair, at the input's
 --save-flo / --save-kitti name folders, one file per pair named after its first frame:
 000000.flo, 000001.flo, ... (0-based input frame numbers). Frames are decoded one at a time;
 Ctrl-C stops after the file being written, leaving every file written so far complete.
-Without --weights or --pretrained the model is untrained (random weights), so its flow is
-meaningless: train one with `mcjepa-train` and pass its release folder to --weights.
+Without --weights the model is the trained `small` model bundled with mcjepa (mcjepa_small_real;
+the first line of output names it and what it was trained on). --weights random gives an untrained
+model (random weights, meaningless flow; --variant sets its architecture); train your own with
+`mcjepa-train` and pass its release folder to --weights.
 """
 
 
@@ -102,13 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         metavar="W",
         help="trained weights: a release folder, a .safetensors file, hf://org/repo[@revision], a URL or a "
-        "weights_manifest.json key",
+        "weights_manifest.json key (default: the trained model bundled with mcjepa); 'random' for an untrained model",
     )
     parser.add_argument("--pretrained", action="store_true", help="use the published weights (none are published yet)")
     parser.add_argument(
         "--variant",
-        default="convnext_t",
-        help="architecture when no weights are given or the weights do not record one (default: convnext_t; "
+        default=None,
+        help="architecture of --weights random, or of a weights file that records none (default: convnext_t; "
         "'micro' is a tiny test model)",
     )
     parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
@@ -193,10 +195,13 @@ def _load_model(args: argparse.Namespace):
     return model, device
 
 
-def _print_untrained(args: argparse.Namespace) -> None:
-    if args.weights is None and not args.pretrained:
-        print("WARNING: no --weights given, so the model is UNTRAINED (random weights) and its flow is meaningless.")
-        print("         Train one with `mcjepa-train` and pass its release folder with --weights.")
+def _print_model(args: argparse.Namespace, model) -> None:
+    """Say which weights the model holds (``model: mcjepa_small_real (bundled, trained on ...)``), and
+    warn loudly when they are random."""
+    print(f"model: {getattr(model, 'weights_description', None) or model.config.name}")
+    if args.weights == "random":
+        print("WARNING: --weights random: the model is UNTRAINED (random weights) and its flow is meaningless.")
+        print("         Drop --weights for the bundled trained model, or pass your release folder with --weights.")
 
 
 def _refuse_nonfinite(estimate: Tensor, what: str = "") -> None:
@@ -256,11 +261,11 @@ def _main_pair(args: argparse.Namespace) -> int:
         bf16 = args.bf16 and device.type == "cuda"
         estimate = estimate_resized(image1, image2, model, max_size=args.max_size, bf16=bf16).cpu()
         _refuse_nonfinite(estimate)
-    except (OSError, ValueError, RuntimeError) as err:  # includes mcjepa.weights.WeightsError
+    except (OSError, ValueError, RuntimeError) as err:  # includes mcjepa.release.WeightsError
         return _fail(_first_line(err))
 
     print(f"{_PROG}: flow of {what}, model {model.config.name} on {device}")
-    _print_untrained(args)
+    _print_model(args, model)
     magnitude = estimate.norm(dim=0)
     print(
         f"flow: {estimate.shape[1]}x{estimate.shape[2]} px, |flow| mean {magnitude.mean():.3f} px, "
@@ -405,7 +410,7 @@ def _main_sequence(args: argparse.Namespace) -> int:
 
     print(f"{_PROG}: flow of {sequence.describe()}, every {every} frame(s), batch {batch}, "
           f"model {model.config.name} on {device}")  # fmt: skip
-    _print_untrained(args)
+    _print_model(args, model)
     total = None if sequence.num_frames is None else max(0, (sequence.num_frames - 1) // every)
     outputs = _Outputs(args, output, fps)
     bar = None

@@ -26,11 +26,11 @@ def load_for_eval(
     """Return an MCJEPA in eval mode on ``device``.
 
     ``weights`` (a release folder, ``.safetensors`` file, manifest key, ``hf://org/repo`` or URL) or
-    ``pretrained`` (the published release of ``variant``) go through :func:`mcjepa.weights.load_model`;
+    ``pretrained`` (the published release of ``variant``) go through :func:`mcjepa.release.load_model`;
     with neither, a randomly initialised ``variant`` is built (a "random init" reference row) and a
     warning is issued.
     """
-    from ..weights import load_model  # the one loader (lazy: pulls in huggingface_hub)
+    from ..release import load_model  # the one loader (lazy: pulls in huggingface_hub)
 
     model = load_model(
         weights,

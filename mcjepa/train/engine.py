@@ -616,7 +616,7 @@ class Trainer:
     def _export(self, metrics: dict[str, float]) -> Path:
         """Write the release; ``metrics`` (the trained model's held-out figures and their
         baselines, as in ``summary.json``) go into its metadata."""
-        from ..weights import save_release
+        from ..release import save_release
 
         out = self.run_dir / "release"
         metadata = {
