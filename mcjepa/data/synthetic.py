@@ -462,11 +462,17 @@ def render_pair(
     )
 
 
-def render_image(seed: int, size: tuple[int, int] = (128, 128), num_shapes: tuple[int, int] = (3, 8)) -> Tensor:
-    """Render one textured image (a single frame of a static scene): uint8 ``(3, H, W)``."""
+def render_image(
+    seed: int,
+    size: tuple[int, int] = (128, 128),
+    num_shapes: tuple[int, int] = (3, 8),
+    textures: TextureSource | None = None,
+) -> Tensor:
+    """Render one textured image (a single frame of a static scene): uint8 ``(3, H, W)``.
+    ``textures``: as in :func:`render_pair` (photos make a collage of photo cut-outs)."""
     h, w = _check_args(size, num_shapes)
     rng = np.random.default_rng((seed, 1))  # a stream distinct from render_pair(seed)
-    layers = _random_scene(rng, (h, w), num_shapes, _STATIC)
+    layers = _random_scene(rng, (h, w), num_shapes, _STATIC, textures)
     return _to_uint8(_render(layers, 0, np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)))
 
 
@@ -538,7 +544,14 @@ class SyntheticImageDataset(Dataset):
     one many times; 2,048 images of 96x96 take 57 MB).
     """
 
-    def __init__(self, num_images: int, size: tuple[int, int] = (128, 128), seed: int = 0, transform=None) -> None:
+    def __init__(
+        self,
+        num_images: int,
+        size: tuple[int, int] = (128, 128),
+        seed: int = 0,
+        transform=None,
+        textures: TextureSource | None = None,
+    ) -> None:
         if num_images < 0:
             raise ValueError(f"num_images must be >= 0, got {num_images}")
         _check_args(size, (3, 8))
@@ -546,6 +559,7 @@ class SyntheticImageDataset(Dataset):
         self.size = (int(size[0]), int(size[1]))
         self.seed = int(seed)
         self.transform = transform
+        self.textures = textures
         self._cache: dict[int, Tensor] = {}
 
     def __len__(self) -> int:
@@ -555,7 +569,7 @@ class SyntheticImageDataset(Dataset):
         i = _check_index(index, self.num_images)
         image = self._cache.get(i)
         if image is None:  # rendered once, then kept (uint8: 27 KB at 96x96)
-            image = self._cache[i] = render_image(self.seed * _SEED_STRIDE + i, self.size)
+            image = self._cache[i] = render_image(self.seed * _SEED_STRIDE + i, self.size, textures=self.textures)
         image = tv_tensors.Image(image)
         return self.transform(image) if self.transform is not None else image
 

@@ -52,8 +52,20 @@ def build_content_dataset(cfg: TrainConfig):
     if kind == "synthetic":
         from ..data.synthetic import SyntheticImageDataset
 
+        photos = spec.pop("photos", "")  # "": procedural textures; else collages of photo cut-outs
+        textures = None
+        if photos:
+            from ..data.real_texture import PhotoTextures, photo_files
+
+            try:
+                textures = PhotoTextures(photo_files(photos))
+            except FileNotFoundError as exc:
+                raise ConfigError(f"data.content.photos: {exc}") from None
         base = SyntheticImageDataset(
-            int(spec.pop("num_images", 1024)), tuple(spec.pop("image_size", [96, 96])), seed=int(spec.pop("seed", 0))
+            int(spec.pop("num_images", 1024)),
+            tuple(spec.pop("image_size", [96, 96])),
+            seed=int(spec.pop("seed", 0)),
+            textures=textures,
         )
         _no_extra(spec, "data.content")
         return TwoViewDataset(base, size=size)
