@@ -43,9 +43,9 @@ def test_shipped_configs_load_and_paper_values_are_the_seeds():
     assert paper.schedule.epochs == 100 and paper.schedule.motion_start_epoch == 10
     assert paper.schedule.vc_start_epoch == 11 and paper.loss.alpha == 0.1
     assert paper.data.content_batch_size == 384 and paper.data.motion_batch_size == 8
-    assert paper.loss.reg_weights_coarse_to_fine == [1.0, 1.0, 1.0, 1.0, 0.1, 0.01]
-    assert paper.loss.vc_var_weights_coarse_to_fine == [0.01, 0.01, 0.01, 0.01, 0.001, 0.0001]
-    assert paper.loss.vc_cov_weights_coarse_to_fine == [0.04, 0.04, 0.001, 0.0, 0.0, 0.0]
+    assert paper.loss.reg_weights.coarse_to_fine == (1.0, 1.0, 1.0, 1.0, 0.1, 0.01)
+    assert paper.loss.vc_var_weights.coarse_to_fine == (0.01, 0.01, 0.01, 0.01, 0.001, 0.0001)
+    assert paper.loss.vc_cov_weights.coarse_to_fine == (0.04, 0.04, 0.001, 0.0, 0.0, 0.0)
     assert (paper.loss.vicreg_inv, paper.loss.vicreg_var, paper.loss.vicreg_cov) == (1.0, 25.0, 1.0)
     assert paper.loss.smooth_edge_factor == 75.0 and paper.loss.cycle_weight == 0.2
     # the dataclass defaults are the paper's numbers too

@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import ModelConfig, model_config
+from ..config import ModelConfig
 from ..io_atomic import atomic_write_bytes
 from ..model import MCJEPA
 from .checkpoint import (
@@ -124,21 +123,9 @@ def _resume_free(key: str) -> bool:
 
 
 def build_model_config(cfg: TrainConfig) -> ModelConfig:
-    """The architecture: the named variant with the config's per-section overrides applied."""
-    base = model_config(cfg.model.variant)
-    try:
-        return replace(
-            base,
-            encoder=replace(base.encoder, **_tuples(cfg.model.encoder)),
-            flow_head=replace(base.flow_head, **_tuples(cfg.model.flow_head)),
-            expander=replace(base.expander, **_tuples(cfg.model.expander)),
-        )
-    except TypeError as exc:
-        raise ConfigError(f"model section: {exc}") from None
-
-
-def _tuples(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    """The architecture: the named variant with the config's overrides applied
+    (:meth:`mcjepa.train.config.ModelSection.resolve`)."""
+    return cfg.model.resolve()
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
