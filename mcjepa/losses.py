@@ -145,14 +145,11 @@ def feature_regression_loss(
         levels: pyramid indices of ``level_flows`` (``FlowHeadOutput.levels``).
         weights: per-level weights indexed by pyramid level fine to coarse, one per map
             (the paper's: :data:`PAPER_REG_WEIGHTS`). Levels with weight 0 are skipped.
-        mask_out_of_image: required, no default (the two choices pull different ways and
-            neither has been measured against the other). True: average only over positions
-            whose sample ``p + f(p)`` lies inside the image; backward warping reads zeros
-            outside, so without the mask the loss pulls features towards zero and flows away
-            from the borders. False (training's default, ``loss.reg_mask_out_of_image``): with
-            the mask, warping every sample out of the frame empties it and zeroes the loss, a
-            degenerate optimum seen in training. No EPE comparison of the two is recorded
-            (docs/learning_dynamics.md and the README state none).
+        mask_out_of_image: required, no default. True: average only over positions whose
+            sample ``p + f(p)`` lies inside the image; False: out-of-image samples are compared
+            with the zeros :func:`~mcjepa.ops.backward_warp` reads there. Training passes False
+            (``loss.reg_mask_out_of_image``; the reasoning, and that no measurement compares the
+            two, is in its comment in ``mcjepa/train/config.py``).
         feature_norm: ``"none"`` (the paper: raw features) or ``"standardize"``: each level's
             pair is first standardised per image with :func:`mcjepa.ops.standardize_feature_pair`
             (per-channel centring, one pooled scale), so that shrinking the features or making

@@ -121,11 +121,14 @@ class LossSection:
     # sequence in mcjepa; their config keys list them coarse to fine, as the paper does, and say
     # so in their names. Defaults: the paper's (mcjepa.levels.PAPER_*, cited there).
     reg_weights: LevelWeights = field(default=PAPER_REG_WEIGHTS, metadata={"key": "reg_weights_coarse_to_fine"})
-    # Average L_reg only over samples that land inside the image. Off by default: with it on,
-    # warping everything out of the frame zeroes the loss, a degenerate optimum we observed.
-    # Off, out-of-image samples are compared with zeros, which pulls features towards zero and
-    # flows away from the borders. Unmeasured: no EPE comparison of the two is recorded
-    # (losses.feature_regression_loss requires the choice explicitly and says the same).
+    # L_reg's out-of-image mask. On: average L_reg only over positions whose sample p + f(p) lies
+    # inside the image. Off (the default): out-of-image samples are compared with the zeros that
+    # backward_warp reads there. Why off: with the mask on, a flow that sends every sample out of
+    # the frame empties the mask and makes L_reg exactly 0, an optimum that needs no matching
+    # (tests/test_losses.py, test_masked_feature_regression_has_a_degenerate_optimum); the cost
+    # accepted is a pull towards zero features and away from the borders. Not measured: no run
+    # compares the two (docs/learning_dynamics.md, "Not measured"); the choice dates from the
+    # first trainer, on that argument. losses.feature_regression_loss has no default for it.
     reg_mask_out_of_image: bool = False
     # photometric d = l2 * L2 + l1 * L1 + ssim * (1 - SSIM); the seed gives no values:
     # ARFlow's 0.15 L1 + 0.85 (1 - SSIM) / 2, i.e. ssim = 0.425 here, and no L2 (NOTES).
