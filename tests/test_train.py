@@ -257,6 +257,23 @@ def test_short_run_learns_flow_on_held_out_synthetic_pairs(tmp_path):
     assert last < 0.8 * first, (first, last)  # the photometric loss itself goes down (measured 0.64x)
 
 
+def test_release_carries_the_metrics_of_the_summary(tmp_path):
+    """The release written at the end of a run carries the trained model's metrics: release.json's
+    ``metrics`` are exactly summary.json's measurements (held-out EPE, content k-NN and their
+    baselines), read back from both files."""
+    evaluation = ["data.eval_synthetic_pairs=4", "data.eval_synthetic_size=[32, 48]", "data.eval_content_images=40"]
+    run = tmp_path / "run"
+    summary = Trainer(load_config("demo", [*TINY, "run.export_release=true", *evaluation]), run).fit()
+    on_disk = json.loads((run / "summary.json").read_text())
+    entry = json.loads((run / "release" / "release.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary)) and on_disk["release"] == str(run / "release")
+    not_metrics = {"steps", "wall_time_s", "nonfinite_skipped", "last_losses", "release"}
+    measured = {k: v for k, v in on_disk.items() if k not in not_metrics}
+    assert {"untrained_epe", "trained_epe", "trained_zero_flow_epe", "shapes_knn", "shapes_knn_random"} <= set(measured)
+    assert entry["metrics"] == measured
+    assert entry["trained_on"] == "demo" and entry["metadata"]["steps"] == on_disk["steps"] == 12
+
+
 def _params(trainer):
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
