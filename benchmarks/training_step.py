@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mcjepa.encoder import imagenet_normalize
 from mcjepa.model import build_model
+from mcjepa.train.build import build_optimizer
 from mcjepa.train.config import load_config
 from mcjepa.train.objective import MCJEPAObjective
 from mcjepa.train.schedule import StepPlan
@@ -141,13 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = build_model(build_variant(variant), expander=True).to(device).train()
     objective = MCJEPAObjective(model, shapes["loss"])
-    o = shapes["optim"]
-    groups = [
-        {"params": list(model.encoder.parameters()), "lr": o.lr_encoder},
-        {"params": list(model.flow_head.parameters()), "lr": o.lr_flow_head},
-        {"params": list(model.expander.parameters()), "lr": o.lr_expander},
-    ]
-    opt = torch.optim.AdamW(groups, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    opt = build_optimizer(model, shapes["optim"])  # the trainer's optimiser and parameter groups
     gen = torch.Generator().manual_seed(0)
     views = tuple(imagenet_normalize(torch.rand(cb, 3, cs, cs, generator=gen)).to(device) for _ in range(2))
     frames = tuple(torch.rand(mb, 3, *ms, generator=gen).to(device) for _ in range(2))

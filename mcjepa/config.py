@@ -7,8 +7,10 @@ returning a :class:`ModelConfig`, in the style of timm's ``convnext.py``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from .schema import from_dict, to_dict
 
 __all__ = [
     "EncoderConfig",
@@ -102,32 +104,18 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (tuples become lists)."""
-        return asdict(self)
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        sections = {"encoder": EncoderConfig, "flow_head": FlowHeadConfig, "expander": ExpanderConfig}
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}; expected {sorted(known)}")
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in sections:
-                kwargs[key] = _section_from_dict(sections[key], value, key)
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
+        """Build from :meth:`to_dict` output (missing keys keep their defaults).
 
-
-def _section_from_dict(section_cls: type, value: dict[str, Any], prefix: str) -> Any:
-    names = {f.name: f for f in fields(section_cls)}
-    unknown = set(value) - set(names)
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(f'{prefix}.{k}' for k in unknown)}; expected {sorted(names)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-    return section_cls(**kwargs)
+        Raises:
+            ConfigError: (a ``ValueError``) an unknown key or a value of the wrong type, naming
+                the dotted key (``flow_head.channel_factor``); a section's own range checks
+                raise ``ValueError``.
+        """
+        return from_dict(cls, data)
 
 
 def convnext_t() -> ModelConfig:
@@ -185,8 +173,4 @@ def model_config(name: str = "convnext_t", **overrides: Any) -> ModelConfig:
     if name not in MODEL_VARIANTS:
         raise ValueError(f"unknown model variant {name!r}; choose one of {sorted(MODEL_VARIANTS)}")
     cfg = MODEL_VARIANTS[name]()
-    if overrides:
-        from dataclasses import replace
-
-        cfg = replace(cfg, **overrides)
-    return cfg
+    return replace(cfg, **overrides) if overrides else cfg

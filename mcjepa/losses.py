@@ -12,10 +12,14 @@ Conventions shared by all motion losses:
   frames. The seed writes ``warp(X_t, f) ~ X_{t+1}``, which only holds for forward splatting; we
   compare frame t with frame t+1 warped back (PWC-Net / UFlow / ARFlow), same intent.
 * Pyramids are lists of 6 NCHW maps ordered **fine to coarse** (index 0 = stride 2, index 5 =
-  stride 32), and every per-level weight sequence here is indexed the same way. The paper lists
-  its per-level weights coarse to fine; :data:`PAPER_REG_WEIGHTS`, :data:`PAPER_VC_VAR_WEIGHTS`
-  and :data:`PAPER_VC_COV_WEIGHTS` are those numbers already reversed into our order.
+  stride 32), and every per-level weight sequence here is indexed the same way: pass a
+  :class:`~mcjepa.levels.LevelWeights` or any sequence in that order. The paper's values are
+  :data:`PAPER_REG_WEIGHTS`, :data:`PAPER_VC_VAR_WEIGHTS` and :data:`PAPER_VC_COV_WEIGHTS`,
+  defined and cited in :mod:`mcjepa.levels` and re-exported here.
 * Images for the photometric and smoothness losses are in ``[0, 1]``.
+
+Over 400 lines on purpose: one pure function per loss of seed section 4.5, sharing the private
+input checks above them; splitting them would export those checks across modules.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from .levels import PAPER_REG_WEIGHTS, PAPER_VC_COV_WEIGHTS, PAPER_VC_VAR_WEIGHTS  # re-exported (mcjepa.losses API)
 from .ops import (  # forward_backward_occlusion lives in ops; re-exported here (mcjepa.losses API)
     backward_warp,
     check_flow,
@@ -53,13 +58,6 @@ __all__ = [
     "variance_covariance_terms",
     "vicreg_loss",
 ]
-
-# Seed section 4.5.1 / Table 8: L_reg weights coarse->fine (1, 1, 1, 1, 0.1, 0.01); here fine->coarse.
-PAPER_REG_WEIGHTS: tuple[float, ...] = (0.01, 0.1, 1.0, 1.0, 1.0, 1.0)
-# Seed section 4.5.5 / Table 8: L_vc variance weights coarse->fine (0.01, 0.01, 0.01, 0.01, 0.001,
-# 0.0001) and covariance weights coarse->fine (0.04, 0.04, 0.001, 0, 0, 0); here fine->coarse.
-PAPER_VC_VAR_WEIGHTS: tuple[float, ...] = (0.0001, 0.001, 0.01, 0.01, 0.01, 0.01)
-PAPER_VC_COV_WEIGHTS: tuple[float, ...] = (0.0, 0.0, 0.0, 0.001, 0.04, 0.04)
 
 FEATURE_LOSS_NORMS = ("none", "standardize")
 VC_POOLINGS = ("batch", "image")
@@ -147,14 +145,11 @@ def feature_regression_loss(
         levels: pyramid indices of ``level_flows`` (``FlowHeadOutput.levels``).
         weights: per-level weights indexed by pyramid level fine to coarse, one per map
             (the paper's: :data:`PAPER_REG_WEIGHTS`). Levels with weight 0 are skipped.
-        mask_out_of_image: required, no default (the two choices pull different ways and
-            neither has been measured against the other). True: average only over positions
-            whose sample ``p + f(p)`` lies inside the image; backward warping reads zeros
-            outside, so without the mask the loss pulls features towards zero and flows away
-            from the borders. False (training's default, ``loss.reg_mask_out_of_image``): with
-            the mask, warping every sample out of the frame empties it and zeroes the loss, a
-            degenerate optimum seen in training. No EPE comparison of the two is recorded
-            (docs/learning_dynamics.md and the README state none).
+        mask_out_of_image: required, no default. True: average only over positions whose
+            sample ``p + f(p)`` lies inside the image; False: out-of-image samples are compared
+            with the zeros :func:`~mcjepa.ops.backward_warp` reads there. Training passes False
+            (``loss.reg_mask_out_of_image``; the reasoning, and that no measurement compares the
+            two, is in its comment in ``mcjepa/train/config.py``).
         feature_norm: ``"none"`` (the paper: raw features) or ``"standardize"``: each level's
             pair is first standardised per image with :func:`mcjepa.ops.standardize_feature_pair`
             (per-channel centring, one pooled scale), so that shrinking the features or making
@@ -526,10 +521,8 @@ def pyramid_vc_loss(
     Args:
         feats: frame t's pyramid, 6 maps fine to coarse.
         var_weights, cov_weights: one weight per map, indexed fine to coarse (index 0 = stride 2,
-            index 5 = stride 32). The paper lists them coarse to fine; reversed they are
-            :data:`PAPER_VC_VAR_WEIGHTS` = (0.0001, 0.001, 0.01, 0.01, 0.01, 0.01) and
-            :data:`PAPER_VC_COV_WEIGHTS` = (0, 0, 0, 0.001, 0.04, 0.04). Levels whose two weights
-            are 0 are not computed at all.
+            index 5 = stride 32; the paper's: :data:`PAPER_VC_VAR_WEIGHTS`,
+            :data:`PAPER_VC_COV_WEIGHTS`). Levels whose two weights are 0 are not computed at all.
         max_samples: per-level cap on the number of positions (see
             :func:`variance_covariance_terms`); the stride-2 level of a 384x832 batch of 8 has
             640k positions.

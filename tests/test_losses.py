@@ -91,6 +91,22 @@ def test_feature_regression_known_shift():
     )
 
 
+def test_masked_feature_regression_has_a_degenerate_optimum():
+    """Why training leaves loss.reg_mask_out_of_image off: with the mask on, a flow that sends
+    every sample out of the frame empties the mask and L_reg is exactly 0, however different the
+    features are, and its gradient offers the flow no way back; off, the same flow is penalised
+    (the out-of-image samples read zeros)."""
+    src, tgt = _shift_case()
+    w = _one_hot(6, 3, 2.0)
+    away = [f.requires_grad_(True) for f in _const_flows(100.0, levels=[3])]
+    masked = feature_regression_loss(src, tgt, away, [3], w, mask_out_of_image=True)
+    assert masked.item() == 0.0
+    masked.backward()
+    assert away[0].grad is None or not away[0].grad.any()
+    unmasked = feature_regression_loss(src, tgt, away, [3], w, mask_out_of_image=False)
+    assert unmasked.item() == pytest.approx(2 * (1 + 4 + 9 + 16 + 25 + 36) / 6, rel=1e-5)  # src vs zeros
+
+
 def test_feature_regression_sums_weighted_levels_and_ignores_unestimated_ones():
     src, tgt = _pyramid(), _pyramid()
     levels = [1, 2, 3, 4, 5]  # a head with finest_level=1 never estimates level 0

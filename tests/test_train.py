@@ -43,9 +43,9 @@ def test_shipped_configs_load_and_paper_values_are_the_seeds():
     assert paper.schedule.epochs == 100 and paper.schedule.motion_start_epoch == 10
     assert paper.schedule.vc_start_epoch == 11 and paper.loss.alpha == 0.1
     assert paper.data.content_batch_size == 384 and paper.data.motion_batch_size == 8
-    assert paper.loss.reg_weights_coarse_to_fine == [1.0, 1.0, 1.0, 1.0, 0.1, 0.01]
-    assert paper.loss.vc_var_weights_coarse_to_fine == [0.01, 0.01, 0.01, 0.01, 0.001, 0.0001]
-    assert paper.loss.vc_cov_weights_coarse_to_fine == [0.04, 0.04, 0.001, 0.0, 0.0, 0.0]
+    assert paper.loss.reg_weights.coarse_to_fine == (1.0, 1.0, 1.0, 1.0, 0.1, 0.01)
+    assert paper.loss.vc_var_weights.coarse_to_fine == (0.01, 0.01, 0.01, 0.01, 0.001, 0.0001)
+    assert paper.loss.vc_cov_weights.coarse_to_fine == (0.04, 0.04, 0.001, 0.0, 0.0, 0.0)
     assert (paper.loss.vicreg_inv, paper.loss.vicreg_var, paper.loss.vicreg_cov) == (1.0, 25.0, 1.0)
     assert paper.loss.smooth_edge_factor == 75.0 and paper.loss.cycle_weight == 0.2
     # the dataclass defaults are the paper's numbers too
@@ -255,6 +255,23 @@ def test_short_run_learns_flow_on_held_out_synthetic_pairs(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "learn" / "metrics.jsonl").read_text().splitlines()]
     first, last = records[0]["rec"], sum(r["rec"] for r in records[-5:]) / 5
     assert last < 0.8 * first, (first, last)  # the photometric loss itself goes down (measured 0.64x)
+
+
+def test_release_carries_the_metrics_of_the_summary(tmp_path):
+    """The release written at the end of a run carries the trained model's metrics: release.json's
+    ``metrics`` are exactly summary.json's measurements (held-out EPE, content k-NN and their
+    baselines), read back from both files."""
+    evaluation = ["data.eval_synthetic_pairs=4", "data.eval_synthetic_size=[32, 48]", "data.eval_content_images=40"]
+    run = tmp_path / "run"
+    summary = Trainer(load_config("demo", [*TINY, "run.export_release=true", *evaluation]), run).fit()
+    on_disk = json.loads((run / "summary.json").read_text())
+    entry = json.loads((run / "release" / "release.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary)) and on_disk["release"] == str(run / "release")
+    not_metrics = {"steps", "wall_time_s", "nonfinite_skipped", "last_losses", "release"}
+    measured = {k: v for k, v in on_disk.items() if k not in not_metrics}
+    assert {"untrained_epe", "trained_epe", "trained_zero_flow_epe", "shapes_knn", "shapes_knn_random"} <= set(measured)
+    assert entry["metrics"] == measured
+    assert entry["trained_on"] == "demo" and entry["metadata"]["steps"] == on_disk["steps"] == 12
 
 
 def _params(trainer):

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
         if args.allow_config_change and not args.resume:
             raise ConfigError("--allow-config-change only applies with --resume")
-        cfg = load_config(args.config, _expand_list_keys(args.overrides, args.config))
+        cfg = load_config(args.config, args.overrides)
         if args.print_config:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
@@ -93,44 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.dist.is_main:
         _print_summary(summary)
     return 0
-
-
-def _expand_list_keys(overrides: list[str], config: str) -> list[str]:
-    """Turn ``a.b[1].c=v`` into a whole-list override of ``a.b`` built from the loaded config."""
-    if not any("[" in o.split("=", 1)[0] for o in overrides):
-        return overrides
-    import copy
-
-    from ..train.config import parse_value, read_toml
-
-    data, _ = read_toml(config)
-    plain: list[str] = []
-    lists: dict[str, list] = {}
-    for item in overrides:
-        key, _, text = item.partition("=")
-        if "[" not in key:
-            plain.append(item)
-            continue
-        head, _, rest = key.partition("[")
-        idx_text, _, tail = rest.partition("]")
-        node: dict = data
-        for part in head.split(".")[:-1]:
-            node = node.get(part, {})
-        current = lists.setdefault(head, copy.deepcopy(node.get(head.split(".")[-1], [])))
-        try:
-            idx = int(idx_text)
-            entry = current[idx]
-        except (ValueError, IndexError):
-            raise ConfigError(f"--set {key}: {head} has no item {idx_text}") from None
-        target = entry
-        parts = [p for p in tail.lstrip(".").split(".") if p]
-        if not parts:
-            current[idx] = parse_value(text)
-            continue
-        for p in parts[:-1]:
-            target = target.setdefault(p, {})
-        target[parts[-1]] = parse_value(text)
-    return plain + [f"{k}={v!r}" for k, v in lists.items()]
 
 
 def _print_summary(summary: dict) -> None:

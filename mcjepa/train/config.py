@@ -1,5 +1,12 @@
 """Training configuration: typed dataclasses, loaded from TOML files with ``--set`` overrides.
 
+One loader: :func:`load_config` reads a TOML file, applies ``--set`` overrides (dotted keys,
+``key[i]`` list items) and builds the typed :class:`TrainConfig` with :func:`mcjepa.schema.from_dict`,
+the coercer that also reads architecture configs. The ``[model.*]`` tables are typed partial
+architecture overrides (:class:`~mcjepa.schema.Partial` of the :mod:`mcjepa.config` sections),
+resolved and checked at load time (:meth:`ModelSection.resolve`). Per-level weights are
+:class:`~mcjepa.levels.LevelWeights` (fine to coarse) read from the ``*_coarse_to_fine`` keys.
+
 The ``paper`` config (``mcjepa/configs/paper.toml``) holds the seed's recipe with a source for
 every value; the dataclass defaults below are the same numbers, so a key left out of a config
 file means "the paper's value". Unknown keys and wrong types fail at start-up with the key's
@@ -8,46 +15,64 @@ dotted name.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import math
-import tomllib
-import types
-import typing
-from dataclasses import dataclass, field, fields
-from importlib import resources
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from ..config import EncoderConfig, ExpanderConfig, FlowHeadConfig, ModelConfig, model_config
+from ..data.synthetic import MOTION_PRESETS
+from ..encoder import MIN_INPUT_SIZE
+from ..levels import PAPER_REG_WEIGHTS, PAPER_VC_COV_WEIGHTS, PAPER_VC_VAR_WEIGHTS, LevelWeights
+from ..losses import FEATURE_LOSS_NORMS, VC_POOLINGS
+from ..schema import ConfigError, Partial, from_dict, to_dict
+from .config_files import apply_overrides, available_configs, parse_value, read_toml
 
 __all__ = [
     "ConfigError",
     "TrainConfig",
+    "apply_overrides",
     "available_configs",
     "load_config",
     "parse_value",
     "read_toml",
 ]
 
-from ..data.synthetic import MOTION_PRESETS
-from ..encoder import MIN_INPUT_SIZE
-from ..losses import FEATURE_LOSS_NORMS, VC_POOLINGS
-
 SAMPLING_STRATEGIES = ("combined", "batch_alternation", "epoch_alternation", "frozen_encoder_flow")
 VC_MODES = ("all", "last", "off")
 
 
-class ConfigError(ValueError):
-    """A training configuration is invalid; the message names the key or path."""
-
-
 @dataclass
 class ModelSection:
+    """The architecture: a named variant and typed overrides of some of its fields."""
+
     variant: str = "convnext_t"  # mcjepa.config.MODEL_VARIANTS
     # Overrides of the variant's FlowHeadConfig fields (e.g. channel_factor, use_layernorm):
     # the Table 3 ablations.
-    flow_head: dict[str, Any] = field(default_factory=dict)
-    encoder: dict[str, Any] = field(default_factory=dict)
-    expander: dict[str, Any] = field(default_factory=dict)
+    flow_head: Partial[FlowHeadConfig] = field(default_factory=lambda: Partial(FlowHeadConfig))
+    encoder: Partial[EncoderConfig] = field(default_factory=lambda: Partial(EncoderConfig))
+    expander: Partial[ExpanderConfig] = field(default_factory=lambda: Partial(ExpanderConfig))
+
+    def resolve(self) -> ModelConfig:
+        """The variant's :class:`~mcjepa.config.ModelConfig` with the overrides applied.
+
+        Raises:
+            ConfigError: an unknown variant, or an override the architecture refuses (its range
+                checks), naming the ``model.*`` key.
+        """
+        try:
+            base = model_config(self.variant)
+        except ValueError as exc:
+            raise ConfigError(f"model.variant: {exc}") from None
+        try:
+            return replace(
+                base,
+                encoder=self.encoder.apply(base.encoder),
+                flow_head=self.flow_head.apply(base.flow_head),
+                expander=self.expander.apply(base.expander),
+            )
+        except ValueError as exc:  # e.g. "flow_head.channel_factor must be > 0, got 0"
+            raise ConfigError(f"model.{exc}") from None
 
 
 @dataclass
@@ -92,13 +117,18 @@ class ScheduleSection:
 @dataclass
 class LossSection:
     alpha: float = 0.1  # motion weight, seed §4.5.7
-    # per-level feature regression weights, coarse -> fine, seed §4.5.1 / NOTES
-    reg_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.1, 0.01])
-    # Average L_reg only over samples that land inside the image. Off by default: with it on,
-    # warping everything out of the frame zeroes the loss, a degenerate optimum we observed.
-    # Off, out-of-image samples are compared with zeros, which pulls features towards zero and
-    # flows away from the borders. Unmeasured: no EPE comparison of the two is recorded
-    # (losses.feature_regression_loss requires the choice explicitly and says the same).
+    # Per-level weights are LevelWeights, fine to coarse (pyramid order), like every per-level
+    # sequence in mcjepa; their config keys list them coarse to fine, as the paper does, and say
+    # so in their names. Defaults: the paper's (mcjepa.levels.PAPER_*, cited there).
+    reg_weights: LevelWeights = field(default=PAPER_REG_WEIGHTS, metadata={"key": "reg_weights_coarse_to_fine"})
+    # L_reg's out-of-image mask. On: average L_reg only over positions whose sample p + f(p) lies
+    # inside the image. Off (the default): out-of-image samples are compared with the zeros that
+    # backward_warp reads there. Why off: with the mask on, a flow that sends every sample out of
+    # the frame empties the mask and makes L_reg exactly 0, an optimum that needs no matching
+    # (tests/test_losses.py, test_masked_feature_regression_has_a_degenerate_optimum); the cost
+    # accepted is a pull towards zero features and away from the borders. Not measured: no run
+    # compares the two (docs/learning_dynamics.md, "Not measured"); the choice dates from the
+    # first trainer, on that argument. losses.feature_regression_loss has no default for it.
     reg_mask_out_of_image: bool = False
     # photometric d = l2 * L2 + l1 * L1 + ssim * (1 - SSIM); the seed gives no values:
     # ARFlow's 0.15 L1 + 0.85 (1 - SSIM) / 2, i.e. ssim = 0.425 here, and no L2 (NOTES).
@@ -128,9 +158,12 @@ class LossSection:
     cycle_flow_grad: bool = True  # L_cycle trains the flows too (the paper); false: features only
     occlusion_masking: bool = True  # mask L_rec and L_cycle by fwd-bwd occlusion (from occlusion_start_epoch)
     vc_mode: str = "all"  # Table 11: all levels, last level only, or off
-    # per-level VC weights, coarse -> fine, seed §4.5.5 / NOTES
-    vc_var_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [0.01, 0.01, 0.01, 0.01, 0.001, 0.0001])
-    vc_cov_weights_coarse_to_fine: list[float] = field(default_factory=lambda: [0.04, 0.04, 0.001, 0.0, 0.0, 0.0])
+    vc_var_weights: LevelWeights = field(
+        default=PAPER_VC_VAR_WEIGHTS, metadata={"key": "vc_var_weights_coarse_to_fine"}
+    )
+    vc_cov_weights: LevelWeights = field(
+        default=PAPER_VC_COV_WEIGHTS, metadata={"key": "vc_cov_weights_coarse_to_fine"}
+    )
     vc_max_samples: int = 4096  # positions subsampled per level for L_vc (cost control)
     # L_vc samples: "batch" (the paper / NOTES: every position of the batch is a sample) or
     # "image" (statistics within each image, averaged over images). "image" guards against
@@ -212,9 +245,6 @@ class TrainConfig:
             )
         if self.data.eval_content_images < 0:
             raise ConfigError("data.eval_content_images must be >= 0")
-        for key in ("reg_weights_coarse_to_fine", "vc_var_weights_coarse_to_fine", "vc_cov_weights_coarse_to_fine"):
-            if len(getattr(self.loss, key)) != 6:
-                raise ConfigError(f"loss.{key} needs 6 values (one per pyramid level), got {getattr(self.loss, key)}")
         for key in ("content_batch_size", "motion_batch_size"):
             if getattr(self.data, key) < 1:
                 raise ConfigError(f"data.{key} must be >= 1")
@@ -231,6 +261,7 @@ class TrainConfig:
             )
         if len(self.optim.betas) != 2:
             raise ConfigError("optim.betas needs 2 values")
+        self.model.resolve()  # an unknown variant or a refused override fails here, not in the trainer
 
     def _validate_numbers(self) -> None:
         """Learning rates, weight decay, every loss weight and the epoch marks must be finite and
@@ -239,13 +270,10 @@ class TrainConfig:
         for key in _NON_NEGATIVE_FLOATS:
             section, name = key.split(".")
             _check_non_negative(key, getattr(getattr(self, section), name))
-        for f in fields(LossSection):  # every loss weight, present and future
+        for f in fields(LossSection):  # every loss weight, present and future (LevelWeights check their own)
             value = getattr(self.loss, f.name)
             if isinstance(value, float):
                 _check_non_negative(f"loss.{f.name}", value)
-            elif isinstance(value, list):
-                for i, v in enumerate(value):
-                    _check_non_negative(f"loss.{f.name}[{i}]", v)
         for i, beta in enumerate(self.optim.betas):
             if not (math.isfinite(beta) and 0.0 <= beta < 1.0):
                 raise ConfigError(f"optim.betas[{i}] must be in [0, 1), got {beta}")
@@ -277,7 +305,8 @@ class TrainConfig:
                 raise ConfigError(f"data.eval_synthetic_size = {pair}: needs 2 values (height, width); {_TOO_SMALL}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as plain JSON-ready values under its file keys (what :func:`load_config` reads)."""
+        return to_dict(self)
 
 
 _NON_NEGATIVE_FLOATS = (
@@ -321,151 +350,12 @@ def _check_non_negative(key: str, value: float) -> None:
         raise ConfigError(f"{key} must be a finite number >= 0, got {value}")
 
 
-# ---------------------------------------------------------------------------------------------
-# dict -> dataclass with type checking
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: expected {tp}, got {value!r}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table/dict, got {type(value).__name__} {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value, key)
-    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
-
-
-def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        dotted = [f"{prefix}.{k}" if prefix else k for k in unknown]
-        raise ConfigError(f"unknown config key(s) {dotted}; valid keys here: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], key)
-    return cls(**kwargs)
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def parse_value(text: str) -> Any:
-    """Parse a ``--set`` value: TOML scalar/array/inline table, Python literal, else a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings to a config dict (values parsed as TOML)."""
-    out = _merge({}, data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {p!r} is not a section")
-        node[parts[-1]] = parse_value(text.strip())
-    return out
-
-
-def available_configs() -> list[str]:
-    """Names of the configs shipped in ``mcjepa/configs``."""
-    return sorted(p.name[:-5] for p in resources.files("mcjepa.configs").iterdir() if p.name.endswith(".toml"))
-
-
-def read_toml(path_or_name: str | Path) -> tuple[dict[str, Any], str]:
-    """Read a shipped config by name or a TOML file path; return its dict (not validated) and
-    its name (the file stem)."""
-    path = Path(path_or_name)
-    if path.suffix == ".toml" or path.exists():
-        if path.is_dir():
-            raise ConfigError(f"--config {path}: is a folder, not a TOML file")
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        return _parse_toml(path.read_bytes(), str(path)), path.stem
-    name = str(path_or_name)
-    res = resources.files("mcjepa.configs") / f"{name}.toml"
-    if not res.is_file():
-        raise ConfigError(f"unknown config {name!r}: not a file, and not one of {available_configs()}")
-    return _parse_toml(res.read_bytes(), name), name
-
-
-def _parse_toml(data: bytes, source: str) -> dict[str, Any]:
-    """Parse a config file's bytes; a file that is not UTF-8 TOML is a :class:`ConfigError`
-    naming the file and the problem (with its line and column when TOML gives them)."""
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"--config {source}: not a TOML file (not UTF-8 text: {exc.reason} at byte {exc.start})"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {source}: not a valid TOML file: {exc}") from None
-
-
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Load a shipped config by name (``paper``, ``demo``, ``video-demo``) or a TOML file path,
     apply ``key=value`` overrides, type-check and validate it."""
     data, stem = read_toml(name_or_path)
     data.setdefault("name", stem)
     data = apply_overrides(data, overrides or [])
-    cfg = _from_dict(TrainConfig, data)
+    cfg = from_dict(TrainConfig, data)
     cfg.validate()
     return cfg

@@ -1,13 +1,55 @@
-"""Held-out synthetic EPE, printed at the end of a run (the demo's learning check)."""
+"""The end-of-run evaluation: held-out synthetic EPE (the demo's learning check) and the content
+k-NN check, each configured by ``data.eval_*`` keys (:func:`run_synthetic_epe`,
+:func:`run_content_knn`), and the functions that measure them."""
 
 from __future__ import annotations
 
 import torch
 
+from ..config import ModelConfig
 from ..encoder import imagenet_normalize
 from ..model import MCJEPA
+from .config import TrainConfig
 
-__all__ = ["synthetic_epe"]
+__all__ = ["content_knn", "run_content_knn", "run_synthetic_epe", "synthetic_epe"]
+
+
+def run_synthetic_epe(model: MCJEPA, cfg: TrainConfig) -> dict[str, float]:
+    """:func:`synthetic_epe` on ``data.eval_synthetic_pairs`` held-out pairs (seed
+    ``10_000 + run.seed``); ``{}`` when that is 0."""
+    d = cfg.data
+    if d.eval_synthetic_pairs <= 0:
+        return {}
+    return synthetic_epe(
+        model,
+        d.eval_synthetic_pairs,
+        (d.eval_synthetic_size[0], d.eval_synthetic_size[1]),
+        seed=10_000 + cfg.run.seed,
+        motion=d.eval_synthetic_motion,
+        photos=d.eval_synthetic_photos or None,
+    )
+
+
+def run_content_knn(
+    model: MCJEPA, model_config: ModelConfig, cfg: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    """:func:`content_knn` of ``model``'s encoder against the same variant randomly initialised
+    with the run's seed (on one process exactly this run's starting encoder: a before / after
+    comparison); ``{}`` when ``data.eval_content_images`` is 0 and no Fashion-MNIST root is set.
+    The global RNG is left as it was."""
+    d = cfg.data
+    if d.eval_content_images <= 0 and not d.eval_fashion_mnist_root:
+        return {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.run.seed)
+        random_encoder = MCJEPA(model_config, flow_head=False).encoder.to(device)
+    return content_knn(
+        model.encoder,
+        random_encoder,
+        d.eval_content_images,
+        seed=cfg.run.seed,
+        fashion_mnist_root=d.eval_fashion_mnist_root,
+    )
 
 
 @torch.no_grad()

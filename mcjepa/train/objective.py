@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .. import losses as L
 from ..encoder import imagenet_normalize
+from ..levels import COARSEST, LevelWeights
 from ..model import MCJEPA
 from ..ops import backward_warp
 from .config import LossSection
@@ -18,10 +19,6 @@ from .diagnostics import feature_collapse_stats, flow_consistency_stats
 from .schedule import StepPlan
 
 __all__ = ["MCJEPAObjective"]
-
-
-def _fine_to_coarse(values: list[float]) -> list[float]:
-    return list(reversed(values))
 
 
 class MCJEPAObjective(nn.Module):
@@ -33,12 +30,11 @@ class MCJEPAObjective(nn.Module):
             raise ValueError("training needs a model with a flow head and an expander")
         self.model = model
         self.cfg = loss_cfg
-        self.reg_weights = _fine_to_coarse(loss_cfg.reg_weights_coarse_to_fine)
-        var_w = _fine_to_coarse(loss_cfg.vc_var_weights_coarse_to_fine)
-        cov_w = _fine_to_coarse(loss_cfg.vc_cov_weights_coarse_to_fine)
+        # per-level weights, fine to coarse like the pyramid (LevelWeights): no reordering here
+        self.reg_weights: LevelWeights = loss_cfg.reg_weights
+        var_w, cov_w = loss_cfg.vc_var_weights, loss_cfg.vc_cov_weights
         if loss_cfg.vc_mode == "last":  # Table 11 "last layer only": the stride-32 level alone
-            var_w = [0.0] * 5 + var_w[5:]
-            cov_w = [0.0] * 5 + cov_w[5:]
+            var_w, cov_w = var_w.only_level(COARSEST), cov_w.only_level(COARSEST)
         self.vc_var_weights, self.vc_cov_weights = var_w, cov_w
 
     def content_losses(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:

@@ -1,0 +1,121 @@
+"""Building a training run from its config: the model, the objective (wrapped for DDP), the
+optimiser, the two data streams and the schedule. :class:`~mcjepa.train.engine.Trainer` calls
+:func:`build_run` once; nothing here trains."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..config import ModelConfig
+from ..model import MCJEPA
+from .config import ConfigError, OptimSection, TrainConfig
+from .data import build_content_stream, build_motion_stream
+from .distributed import DistInfo
+from .objective import MCJEPAObjective
+from .schedule import Schedule
+from .streams import ResumableStream
+
+__all__ = ["RunParts", "apply_optim_config", "build_model", "build_optimizer", "build_run", "check_run_dir"]
+
+
+@dataclass
+class RunParts:
+    """Everything a run trains with."""
+
+    model_config: ModelConfig
+    model: MCJEPA  # with flow head and expander (SyncBatchNorm under DDP on GPUs)
+    objective: MCJEPAObjective
+    forward: nn.Module  # what a step calls: the objective, or its DDP wrapper under torchrun
+    optimizer: torch.optim.AdamW
+    content_stream: ResumableStream | None
+    motion_stream: ResumableStream | None
+    schedule: Schedule
+
+
+def check_run_dir(path: Path) -> None:
+    """Create the run folder and make sure a file can be written in it.
+
+    Raises:
+        ConfigError: ``path`` is an existing file, or the folder cannot be created or written.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path}: is an existing file, not a folder; give a folder for the run's outputs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot write the run folder there ({exc.strerror or exc})") from None
+
+
+def build_model(model_config: ModelConfig, info: DistInfo, device: torch.device) -> MCJEPA:
+    """The model to train; under torchrun with identical initial weights on every rank."""
+    model = MCJEPA(model_config, flow_head=True, expander=True).to(device)
+    if info.enabled:
+        if device.type == "cuda":  # PyTorch's SyncBatchNorm runs on GPUs only
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        for p in model.state_dict().values():  # same initial weights everywhere
+            dist.broadcast(p, src=0)
+    return model
+
+
+def _base_lrs(o: OptimSection) -> dict[str, float]:
+    return {"encoder": o.lr_encoder, "flow_head": o.lr_flow_head, "expander": o.lr_expander}
+
+
+def build_optimizer(model: MCJEPA, o: OptimSection) -> torch.optim.AdamW:
+    """AdamW with one parameter group per component, each named and carrying its ``base_lr``."""
+    base = _base_lrs(o)
+    groups = [
+        {"params": list(getattr(model, name).parameters()), "base_lr": base[name], "lr": base[name], "name": name}
+        for name in ("encoder", "flow_head", "expander")
+    ]
+    return torch.optim.AdamW(groups, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+
+def apply_optim_config(optimizer: torch.optim.Optimizer, o: OptimSection) -> None:
+    """Set each group's base rate, weight decay and betas from the config:
+    ``optimizer.load_state_dict`` restores the checkpoint's, which differ after an allowed config
+    change (and are the same numbers otherwise)."""
+    base = _base_lrs(o)
+    for g in optimizer.param_groups:
+        g["base_lr"] = base[g["name"]]
+        g["weight_decay"] = o.weight_decay
+        g["betas"] = tuple(o.betas)
+
+
+def build_run(cfg: TrainConfig, info: DistInfo, device: torch.device) -> RunParts:
+    """Build every part of a run from ``cfg`` (the caller seeds torch first).
+
+    Raises:
+        ConfigError: a bad architecture override, missing data, or too little content data for
+            one batch per epoch.
+    """
+    model_config = cfg.model.resolve()
+    model = build_model(model_config, info, device)
+    objective = MCJEPAObjective(model, cfg.loss)
+    forward: nn.Module = objective
+    if info.enabled:
+        forward = nn.parallel.DistributedDataParallel(
+            objective,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,  # content-only steps leave the flow head unused
+        )
+    optimizer = build_optimizer(model, cfg.optim)
+    content_stream, content_len = build_content_stream(cfg, info) if cfg.schedule.content_enabled else (None, 0)
+    motion_stream, motion_batches = build_motion_stream(cfg, info) if cfg.schedule.motion_enabled else (None, 0)
+    steps = cfg.schedule.steps_per_epoch
+    if steps <= 0:
+        steps = content_len // cfg.data.content_batch_size if content_len else motion_batches
+    if steps <= 0:
+        raise ConfigError("schedule.steps_per_epoch resolved to 0: the content data is smaller than one batch")
+    return RunParts(
+        model_config, model, objective, forward, optimizer, content_stream, motion_stream, Schedule(cfg, steps)
+    )
