@@ -1,0 +1,79 @@
+"""The trained model that ships with the package (``mcjepa_small_real``): it loads by name offline,
+its files match the manifest's sha256, and it estimates flow on held-out real-texture pairs
+(bundled photos that training never saw, seeds training never used) far better than zero flow,
+which random weights do not (so the test fails if the weights were swapped).
+
+The bound is 0.75x zero flow: the shipped model measures 4.70 vs 7.32 px (0.64x) on these 8 pairs.
+The real-footage issue asked for 0.5x; the model does not reach it (docs/real_footage.md)."""
+
+import hashlib
+import warnings
+
+import pytest
+import torch
+
+from mcjepa import flow
+from mcjepa.data.real_texture import RealTextureFlowDataset
+from mcjepa.eval.flow_eval import REAL_TEXTURE_SEED_OFFSET
+from mcjepa.release import DEFAULT_MODEL, load_manifest
+from mcjepa.release.bundled import packaged_bundled_root
+
+PAIRS, SIZE = 8, (96, 128)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    data = RealTextureFlowDataset(PAIRS, SIZE, seed=REAL_TEXTURE_SEED_OFFSET, photos="bundled")
+    items = [data[i] for i in range(PAIRS)]
+    image1 = torch.stack([it["image1"] for it in items])
+    image2 = torch.stack([it["image2"] for it in items])
+    truth = torch.stack([it["flow"] for it in items])
+    return image1, image2, truth
+
+
+def _epe(model, image1, image2, truth) -> float:
+    with torch.no_grad():
+        pred = torch.stack([flow.estimate(a, b, model=model) for a, b in zip(image1, image2)])
+    return float((pred - truth).norm(dim=1).mean())
+
+
+@pytest.fixture(scope="module")
+def bundled_model():
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("MCJEPA_BUNDLED_DIR", "MCJEPA_MANIFEST"):
+            mp.delenv(var, raising=False)
+        mp.setenv("MCJEPA_OFFLINE", "1")
+        mp.setattr(flow, "_default", None)
+        return flow.load()
+
+
+def test_the_default_is_the_bundled_release(bundled_model):
+    assert bundled_model.release_name == DEFAULT_MODEL == "mcjepa_small_real"
+    assert bundled_model.config.name == "mcjepa_small"
+    assert "bundled" in bundled_model.weights_description
+
+
+def test_shipped_files_match_the_manifest():
+    entry = load_manifest()["models"][DEFAULT_MODEL]
+    folder = packaged_bundled_root() / entry["path"]
+    total = 0
+    for meta in entry["files"].values():
+        data = (folder / meta["filename"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == meta["sha256"]
+        assert len(data) == meta["size"]
+        total += len(data)
+    assert total <= 10 * 1024 * 1024  # the issue's limit for a bundled release
+    for key in ("command", "commit", "data", "wall_time_s"):
+        assert entry["provenance"][key], key
+
+
+def test_beats_zero_flow_on_held_out_real_texture_pairs(bundled_model, held_out):
+    image1, image2, truth = held_out
+    zero = float(truth.norm(dim=1).mean())
+    trained = _epe(bundled_model, image1, image2, truth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the untrained-weights warning is expected here
+        torch.manual_seed(0)
+        random = _epe(flow.load(weights="random", variant="small"), image1, image2, truth)
+    assert trained < 0.75 * zero, f"bundled model EPE {trained:.3f} px vs zero flow {zero:.3f} px"
+    assert random > 0.9 * zero, f"random weights EPE {random:.3f} px vs zero flow {zero:.3f} px"
