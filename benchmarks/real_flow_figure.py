@@ -56,19 +56,18 @@ def figure(pairs: list[RealPair], model, max_size: int) -> Image.Image:
         im1, im2 = load_pair(pair, max_size)
         fwd = flow_api.estimate(im1, im2, model=model)
         bwd = flow_api.estimate(im2, im1, model=model)
-        a, b = im1.float() / 255, im2.float() / 255
-        err = photometric_errors(a, b, fwd, bwd)["mae_all"]
-        zero = photometric_errors(a, b, torch.zeros_like(fwd), torch.zeros_like(fwd))["mae_all"]
+        err = photometric_errors(im1, im2, fwd, bwd)["mae_all"]
+        zero = photometric_errors(im1, im2, torch.zeros_like(fwd), torch.zeros_like(fwd))["mae_all"]
         panels = [
             _panel(im1.permute(1, 2, 0).numpy(), f"{pair.name} frame 1 (zero flow: {zero:.4f})"),
             _panel(im2.permute(1, 2, 0).numpy(), "frame 2"),
         ]
         scale = float(fwd.norm(dim=0).quantile(0.99))
         if dis is not None:
-            d_fwd, d_bwd = dis(a, b), dis(b, a)
+            d_fwd, d_bwd = dis(im1, im2), dis(im2, im1)
             scale = float(d_fwd.norm(dim=0).quantile(0.99))
-            d_err = photometric_errors(a, b, d_fwd, d_bwd)["mae_all"]
-        panels.append(_panel(_colour(fwd, max(scale, 1.0)), f"MC-JEPA small: {err:.4f}"))
+            d_err = photometric_errors(im1, im2, d_fwd, d_bwd)["mae_all"]
+        panels.append(_panel(_colour(fwd, max(scale, 1.0)), f"MC-JEPA small (bundled): {err:.4f}"))
         if dis is not None:
             panels.append(_panel(_colour(d_fwd, max(scale, 1.0)), f"OpenCV DIS: {d_err:.4f}"))
         row = Image.new("RGB", (sum(p.width for p in panels) + 4 * (len(panels) - 1), panels[0].height), "white")

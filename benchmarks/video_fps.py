@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.video_fps", description=__doc__.split("\n\n")[0])
     add_common_args(p, repeats=1, warmup=0)
     p.add_argument("--variants", nargs="+", default=["micro"], help="model variants (default micro)")
-    p.add_argument("--weights", default=None, help="trained weights (default: untrained)")
+    p.add_argument("--weights", default=None, help="trained weights (default: an untrained --variants model)")
     p.add_argument("--size", type=parse_size, default=(360, 640), help="clip size HxW (default 360x640)")
     p.add_argument("--frames", type=int, default=11, help="clip length (default 11 frames = 10 pairs)")
     p.add_argument("--max-size", nargs="+", type=_max_size, default=[None], help="--max-size values ('none': off)")
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
                     argv_flow += ["--device", str(device), "--no-progress", "--batch", str(batch)]
                     if max_size is not None:
                         argv_flow += ["--max-size", str(max_size)]
-                    if args.weights:
-                        argv_flow += ["--weights", args.weights]
+                    # without --weights: an untrained model of this variant (the speed does not depend on them)
+                    argv_flow += ["--weights", args.weights or "random"]
                     text = io.StringIO()
                     rss, start = _peak_rss_bytes(), time.perf_counter()
                     with contextlib.redirect_stdout(text):

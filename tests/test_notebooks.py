@@ -14,8 +14,8 @@ pytest.importorskip("matplotlib", reason="pip install matplotlib (the dev extra)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = {
-    "01_features.ipynb": ["level 0: (2, 48,", "level 5: (2, 768,"],
-    "02_optical_flow.ipynb": ["UNTRAINED", "end-point error of this model on it:"],
+    "01_features.ipynb": ["mcjepa_small_real", "level 0: (2, 16,", "level 5: (2, 64,"],
+    "02_optical_flow.ipynb": ["mcjepa_small_real", "end-point error of this model on it:"],
     "03_training.ipynb": ["bit-identical to the checkpoint: True", "encoder.safetensors"],
 }
 CELL_TIMEOUT_S = 300

@@ -72,7 +72,9 @@ def test_wheel_ships_the_manifest_and_bundled_release(tmp_path):
         manifest=src / "mcjepa" / "weights_manifest.json",
         provenance={"command": "test"},
     )
-    assert DEFAULT_MODEL not in json.loads((REPO / "weights_manifest.json").read_text())["models"]  # the repo's differs
+    stand_in = json.loads((src / "mcjepa" / "weights_manifest.json").read_text())["models"][DEFAULT_MODEL]
+    repo_entry = json.loads((REPO / "weights_manifest.json").read_text())["models"].get(DEFAULT_MODEL)
+    assert stand_in != repo_entry  # the repository's differs, so the probe below can tell them apart
 
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
@@ -116,6 +118,8 @@ def test_wheel_ships_the_manifest_and_bundled_release(tmp_path):
         and Path(out["manifest"]).resolve() == installed / "weights_manifest.json"
     )
     assert out["models"] == [DEFAULT_MODEL]  # the packaged manifest, not the repository's
+    installed_entry = json.loads((installed / "weights_manifest.json").read_text())["models"][DEFAULT_MODEL]
+    assert installed_entry == stand_in
     assert Path(out["bundled_root"]).resolve() == installed / "bundled"
     assert all(Path(p).resolve().is_relative_to(installed / "bundled" / DEFAULT_MODEL) for p in out["files"].values())
     assert (
