@@ -8,6 +8,9 @@ Hugging Face model card ``README.md``. Only when asked (``manifest=PATH``, ``mcj
 with ``status: "local"`` and the folder's ``url`` so that it loads by its key (``mcjepa-publish``
 later pins it to a Hub commit). :func:`weights_table_markdown` renders the manifest as the README's
 weights table.
+
+Size: just over 400 lines: the model card (README.md of a release) is generated here, next to
+the export it describes.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ its vectors rescaled, so it is always in pixels of the input frames.
 
 Video files are decoded (and :class:`VideoWriter` encodes) with PyAV, ``pip install
 "mcjepa[video]"``; frame folders need only Pillow.
+
+Size: about 450 lines, one concept (flow over a frame sequence): reading frames, batching pairs,
+writing videos / PNG folders / .flo / KITTI files are steps of one pipeline that nothing else uses.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """``mcjepa-flow``: estimate the optical flow between two frames and save it as an image, or over a
-whole video or frame folder (streamed: see :mod:`mcjepa.video_flow`) and save it as a video."""
+whole video or frame folder (streamed: see :mod:`mcjepa.video_flow`) and save it as a video.
+
+Size: about 450 lines: the argument parser and its help (two-frame, video and folder modes) are
+most of it; the work is in mcjepa.flow and mcjepa.video_flow.
+"""
 
 from __future__ import annotations
 
