@@ -85,7 +85,12 @@ def test_wheel_ships_the_manifest_and_bundled_release(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("mcjepa-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     bundled = f"mcjepa/bundled/{DEFAULT_MODEL}"
-    for name in ("mcjepa/weights_manifest.json", "mcjepa/release/sources.py", "mcjepa/configs/demo.toml"):
+    for name in (
+        "mcjepa/weights_manifest.json",
+        "mcjepa/release/sources.py",
+        "mcjepa/configs/real.toml",
+        "mcjepa/assets/photos/astronaut.jpg",  # the real-texture set's bundled photos
+    ):
         assert name in names, name
     for name in ("encoder.safetensors", "flow_head.safetensors", "release.json", "config.json"):
         assert f"{bundled}/{name}" in names, name
