@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     if trainer.dist.is_main:
         _print_summary(summary)
+    from ..train.distributed import shutdown_distributed
+
+    shutdown_distributed()  # every rank got here: a clean teardown of the process group
     return 0
 
 

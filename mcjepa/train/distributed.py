@@ -11,7 +11,7 @@ import torch.distributed as dist
 from ..devices import DeviceError, resolve_device
 from .config import ConfigError
 
-__all__ = ["DistInfo", "all_finite", "init_distributed"]
+__all__ = ["DistInfo", "all_finite", "init_distributed", "shutdown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +54,13 @@ def all_finite(value: torch.Tensor) -> bool:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item() > 0)
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group, if one was started (every rank, once the run has finished).
+
+    Without it gloo's worker threads outlive the interpreter's shutdown, and a rank can abort
+    with SIGABRT ("terminate called without an active exception") after a successful run."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
