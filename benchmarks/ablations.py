@@ -1,13 +1,18 @@
 """The paper's ablations (Tables 3, 5, 11, alpha, M-JEPA) as one resumable grid on the ``demo`` config.
 
-    python -m benchmarks.ablations --out-dir runs/ablations [--seeds 0 1] [--quick] [--cells NAME ...] [--set run.threads=1]
+    python -m benchmarks.ablations --out-dir runs/ablations [--seeds 0 1] [--quick] [--cells NAME ...]
+        [--jobs N] [--set run.threads=1]
 
 Every cell is a list of ``--set`` overrides on ``demo`` (the grid below, :data:`CELLS`, is the only
 place they are defined). Each (cell, seed) trains with :class:`mcjepa.train.engine.Trainer` in
 ``DIR/runs/<cell>__seed<k>/`` and writes its result atomically to ``DIR/cells/<cell>__seed<k>.json``;
 a rerun skips the (cell, seed) pairs that have a result, resumes a killed one from its newest
 checkpoint (a fresh start when none loads), and rewrites ``DIR/ablations.md`` and
-``DIR/ablations.json`` from every result on disk.
+``DIR/ablations.json`` from every result on disk. ``--jobs N`` trains N cells at once in separate
+processes (default 2 on 2 or more CPUs), each with ``run.threads`` = CPUs // N, so a cell's result
+does not depend on N. After training, each cell's newest checkpoint is also evaluated on 100
+held-out real-texture pairs (the five bundled photos no training set uses); a rerun adds that
+measure to results written before it existed.
 
 Epoch scaling. The paper trains 100 epochs, motion from epoch 10, L_vc from epoch 11 (one epoch of
 warm-up). ``demo`` trains 10 epochs of 30 steps with motion from epoch 1, i.e. the paper's
@@ -29,8 +34,11 @@ for ISeg mIoU / VSeg (J&F)m. The paper's figures are quoted from the seed, not r
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import math
+import multiprocessing
+import os
 import shutil
 import statistics
 import sys
@@ -45,7 +53,15 @@ from mcjepa.io_atomic import atomic_write_bytes
 SEED_SOURCE = "/work/shared/seeds/001_16b8e54d5e98c42f.txt"
 
 # Expectations per metric relative to the reference cell: "worse", "better", "similar", "crash".
-EPE, KNN = "epe", "knn"
+# A cell's EPE expectation holds for both flow measures: the synthetic pairs (EPE) and the
+# real-texture pairs (RT_EPE, photos the training never sees).
+EPE, KNN, RT_EPE = "epe", "knn", "rt_epe"
+METRICS = (EPE, RT_EPE, KNN)
+
+# real-texture evaluation per cell: the five bundled photos (held out from every training set),
+# dataset seed REAL_TEXTURE_SEED_OFFSET + run seed, the size of the README's real-texture figure
+REAL_TEXTURE_PAIRS, REAL_TEXTURE_SIZE = 100, (96, 128)
+QUICK_REAL_TEXTURE_PAIRS, QUICK_REAL_TEXTURE_SIZE = 2, (32, 48)
 
 
 @dataclass(frozen=True)
@@ -244,6 +260,43 @@ def _last_diag(metrics_path: Path) -> dict[str, float]:
     return last
 
 
+def real_texture_metrics(run_dir: Path, seed: int, quick: bool) -> dict[str, float]:
+    """Held-out real-texture EPE (pixels) of the newest checkpoint in ``run_dir`` and of zero flow on
+    the same pairs: ``{"real_texture_epe", "real_texture_zero_flow_epe"}``. Raises when the run
+    folder holds no loadable checkpoint."""
+    import torch
+
+    from mcjepa.eval.flow_eval import REAL_TEXTURE_SEED_OFFSET
+    from mcjepa.export import model_from_checkpoint
+    from mcjepa.train.checkpoint import latest_checkpoint
+    from mcjepa.train.evaluate import synthetic_epe
+
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint to evaluate on real-texture pairs")
+    model, _ = model_from_checkpoint(ckpt)
+    pairs, size = (
+        (QUICK_REAL_TEXTURE_PAIRS, QUICK_REAL_TEXTURE_SIZE) if quick else (REAL_TEXTURE_PAIRS, REAL_TEXTURE_SIZE)
+    )
+    with torch.random.fork_rng(devices=[]):
+        result = synthetic_epe(model, pairs, size, seed=REAL_TEXTURE_SEED_OFFSET + seed, photos="bundled")
+    return {"real_texture_epe": result["epe"], "real_texture_zero_flow_epe": result["zero_flow_epe"]}
+
+
+def add_real_texture(record: dict[str, Any], out_dir: Path) -> bool:
+    """Fill ``record``'s real-texture EPE from its run's checkpoint when it lacks one (results
+    written before this measure existed); return True when the record changed. A diverged cell
+    or a run folder without a checkpoint is left as it is."""
+    if "real_texture_epe" in record or record.get("diverged"):
+        return False
+    run_dir = out_dir / "runs" / f"{record['cell']}__seed{record['seed']}"
+    try:
+        record.update(real_texture_metrics(run_dir, record["seed"], bool(record.get("quick"))))
+    except Exception as exc:  # noqa: BLE001 - recorded; the grid goes on
+        record["real_texture_error"] = f"{type(exc).__name__}: {exc}"
+    return True
+
+
 def run_cell(cell: Cell, seed: int, out_dir: Path, quick: bool, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train one (cell, seed), return its result record (never raises for a training failure)."""
     from mcjepa.train.checkpoint import latest_checkpoint
@@ -299,6 +352,7 @@ def run_cell(cell: Cell, seed: int, out_dir: Path, quick: bool, extra: tuple[str
     record["error"] = error
     record["collapse"] = _last_diag(run_dir / "metrics.jsonl")
     record["wall_time_s"] = summary.get("wall_time_s")
+    add_real_texture(record, out_dir)
     record["elapsed_s"] = round(time.time() - start, 2)
     return record
 
@@ -344,7 +398,7 @@ def _verdict(expect: str | None, metric: str, diffs: list[float], cell_div: list
         return "agrees (within spread)" if expect == "similar" else "inconclusive"
     if expect == "similar":
         return "disagrees"
-    worse = d > 0 if metric == EPE else d < 0
+    worse = d > 0 if metric in (EPE, RT_EPE) else d < 0
     return "agrees" if worse == (expect == "worse") else "disagrees"
 
 
@@ -372,6 +426,8 @@ def build_table(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             "diverged": [bool(r.get("diverged")) for r in sorted(rs, key=lambda r: r["seed"])],
             "epe": _stats([r.get("trained_epe") for r in ok]),
             "zero_flow_epe": _stats([r.get("trained_zero_flow_epe") for r in ok]),
+            "rt_epe": _stats([r.get("real_texture_epe") for r in ok]),
+            "rt_zero_flow_epe": _stats([r.get("real_texture_zero_flow_epe") for r in ok]),
             "knn": _stats([r.get(knn) for r in ok]),
             "knn_random": _stats([r.get(f"{knn}_random") for r in ok]),
             "nonfinite_skipped": sum(r.get("nonfinite_skipped") or 0 for r in rs),
@@ -379,6 +435,7 @@ def build_table(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             "wall_time_s": _stats([r.get("wall_time_s") for r in ok]),
             "per_seed": {
                 EPE: {r["seed"]: r.get("trained_epe") for r in ok},
+                RT_EPE: {r["seed"]: r.get("real_texture_epe") for r in ok if "real_texture_epe" in r},
                 KNN: {r["seed"]: r.get(knn) for r in ok},
             },
         }
@@ -388,17 +445,22 @@ def build_table(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         s["verdict"] = {}
         if cell is None or not cell.reference:
             continue
-        for metric in (EPE, KNN):
-            expect = cell.expect.get(metric)
+        for metric in METRICS:
+            expect = cell.expect.get(EPE if metric == RT_EPE else metric)
             diffs = _paired(s["per_seed"][metric], ref["per_seed"][metric]) if ref else []
             s["paired_diff"] = {**s.get("paired_diff", {}), metric: diffs}
             s["verdict"][metric] = _verdict(expect, metric, diffs, s["diverged"])
+            if metric == RT_EPE and not s["per_seed"][RT_EPE] and expect != "crash":
+                s["verdict"][metric] = "not measured"
     knn_name = "Fashion-MNIST" if knn == "fmnist_knn" else "shapes"
     lines = [
         "# MC-JEPA ablations on the `demo` config",
         "",
         "Generated by `python -m benchmarks.ablations`. Values: mean ± range (max - min) over seeds.",
-        f"EPE: held-out synthetic pairs, px (zero flow beside it). k-NN: {knn_name} top-1 % (random encoder beside it).",
+        f"EPE: held-out synthetic pairs, px (zero flow beside it). Real-texture EPE: {REAL_TEXTURE_PAIRS} held-out "
+        f"pairs at {REAL_TEXTURE_SIZE[0]}x{REAL_TEXTURE_SIZE[1]} textured with the five bundled photos no training "
+        "set uses, px (zero flow beside it; the same expectation as EPE).",
+        f"k-NN: {knn_name} top-1 % (random encoder beside it).",
         "Collapse: the last logged `diag_l5_frame_diff` / `diag_l5_within` (coarsest level; l3, l4 in ablations.json).",
         "Paper figures are quoted from the seed (KITTI/Sintel EPE, ISeg mIoU, VSeg (J&F)m); they are not comparable in",
         "absolute terms, only in direction.",
@@ -407,8 +469,9 @@ def build_table(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         "",
     ]
     header = (
-        "| cell | paper row | seeds | diverged | EPE (zero flow) | k-NN (random) | nonfinite steps "
-        "| l5 frame_diff / within | wall s | paper | verdict EPE | verdict k-NN |"
+        "| cell | paper row | seeds | diverged | EPE (zero flow) | real-texture EPE (zero flow) | k-NN (random) "
+        "| nonfinite steps | l5 frame_diff / within | wall s | paper | verdict EPE | verdict real-texture EPE "
+        "| verdict k-NN |"
     )
     order = [c.name for c in CELLS] + sorted(n for n in summary if n not in CELLS_BY_NAME)
     for table in TABLE_ORDER + ("other",):
@@ -417,7 +480,7 @@ def build_table(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         ]
         if not names:
             continue
-        lines += [f"## {table}", "", header, "|" + "---|" * 12]
+        lines += [f"## {table}", "", header, "|" + "---|" * 14]
         for n in names:
             s, cell = summary[n], CELLS_BY_NAME.get(n)
             coll = s["collapse"]
@@ -430,13 +493,13 @@ def build_table(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                         ",".join(map(str, s["seeds"])),
                         f"{sum(s['diverged'])}/{len(s['diverged'])}",
                         f"{_fmt(s['epe'], 3)} ({_fmt(s['zero_flow_epe'], 3)})",
+                        f"{_fmt(s['rt_epe'], 3)} ({_fmt(s['rt_zero_flow_epe'], 3)})",
                         f"{_fmt(s['knn'], 1, 100)} ({_fmt(s['knn_random'], 1, 100)})",
                         str(s["nonfinite_skipped"]),
                         f"{_fmt(coll.get('diag_l5_frame_diff'), 3)} / {_fmt(coll.get('diag_l5_within'), 3)}",
                         _fmt(s["wall_time_s"], 0),
                         cell.paper if cell else "-",
-                        s["verdict"].get(EPE, "reference" if cell and not cell.reference else "-"),
-                        s["verdict"].get(KNN, "reference" if cell and not cell.reference else "-"),
+                        *(s["verdict"].get(m, "reference" if cell and not cell.reference else "-") for m in METRICS),
                     ]
                 )
                 + " |"
@@ -462,12 +525,45 @@ def write_table(out_dir: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def default_jobs() -> int:
+    """Cells trained at once by default: 2 when the process may use 2 or more CPUs, else 1."""
+    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+
+
+def _finish(out_dir: Path, record: dict[str, Any]) -> None:
+    atomic_write_bytes(
+        result_path(out_dir, record["cell"], record["seed"]),
+        (json.dumps(record, indent=2, default=str) + "\n").encode(),
+    )
+
+
+def backfill_real_texture(out_dir: Path, pairs: list[tuple[Cell, int]]) -> int:
+    """Add the real-texture EPE to finished results of ``pairs`` that lack it; return how many."""
+    done = 0
+    for cell, seed in pairs:
+        path = result_path(out_dir, cell.name, seed)
+        if not path.exists():
+            continue
+        record = json.loads(path.read_text())
+        if add_real_texture(record, out_dir):
+            _finish(out_dir, record)
+            done += 1
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--quick", action="store_true", help="tiny settings for CI (2 epochs of 3 steps, no Fashion-MNIST)")
     p.add_argument("--cells", nargs="+", default=None, help=f"subset of: {' '.join(CELLS_BY_NAME)}")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="cells trained at once, each in its own process with run.threads = CPUs // jobs unless --set "
+        "run.threads is given (default: 2 on 2 or more CPUs, else 1)",
+    )
     p.add_argument(
         "--set",
         dest="extra",
@@ -481,27 +577,49 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in CELLS_BY_NAME]
     if unknown:
         p.error(f"unknown cell(s) {unknown}; known: {list(CELLS_BY_NAME)}")
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        p.error(f"--jobs must be 1 or more, got {jobs}")
+    extra = list(args.extra)
+    if not any(e.split("=", 1)[0].strip() == "run.threads" for e in extra):
+        # one fixed thread count per run: a cell's result does not depend on what else runs
+        extra.append(f"run.threads={max(1, len(os.sched_getaffinity(0)) // jobs)}")
     out_dir: Path = args.out_dir
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
     # Seed-major: the whole grid for the first seed comes first, so a partial run gives a full table.
-    jobs = [(CELLS_BY_NAME[n], s) for s in args.seeds for n in names]
-    todo = [(c, s) for c, s in jobs if not result_path(out_dir, c.name, s).exists()]
-    print(f"ablations: {len(jobs)} (cell, seed) pairs, {len(jobs) - len(todo)} done, {len(todo)} to run", flush=True)
+    pairs = [(CELLS_BY_NAME[n], s) for s in args.seeds for n in names]
+    todo = [(c, s) for c, s in pairs if not result_path(out_dir, c.name, s).exists()]
+    print(
+        f"ablations: {len(pairs)} (cell, seed) pairs, {len(pairs) - len(todo)} done, {len(todo)} to run, "
+        f"{min(jobs, max(1, len(todo)))} at a time ({extra[-1] if extra else ''})",
+        flush=True,
+    )
+    filled = backfill_real_texture(out_dir, [pc for pc in pairs if pc not in todo])
+    if filled:
+        print(f"added the real-texture EPE to {filled} earlier result(s)", flush=True)
     t0, durations = time.time(), []
-    for i, (cell, seed) in enumerate(todo, 1):
-        record = run_cell(cell, seed, out_dir, args.quick, tuple(args.extra))
-        atomic_write_bytes(
-            result_path(out_dir, cell.name, seed), (json.dumps(record, indent=2, default=str) + "\n").encode()
-        )
+
+    def report(i: int, record: dict[str, Any]) -> None:
+        _finish(out_dir, record)
         durations.append(record["elapsed_s"])
-        left = statistics.fmean(durations) * (len(todo) - i)
+        left = statistics.fmean(durations) * (len(todo) - i) / min(jobs, max(1, len(todo) - i))
         status = "DIVERGED" if record["diverged"] else f"EPE {record.get('trained_epe')}"
         print(
-            f"[{i}/{len(todo)}] {cell.name} seed {seed}: {status}, {record['elapsed_s']:.0f} s; "
+            f"[{i}/{len(todo)}] {record['cell']} seed {record['seed']}: {status}, {record['elapsed_s']:.0f} s; "
             f"elapsed {time.time() - t0:.0f} s, about {left:.0f} s left",
             flush=True,
         )
         write_table(out_dir)
+
+    if jobs == 1 or len(todo) <= 1:
+        for i, (cell, seed) in enumerate(todo, 1):
+            report(i, run_cell(cell, seed, out_dir, args.quick, tuple(extra)))
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(run_cell, c, s, out_dir, args.quick, tuple(extra)) for c, s in todo]
+            for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                report(i, future.result())
     write_table(out_dir)
     print(f"table: {out_dir / 'ablations.md'}", flush=True)
     return 0
