@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .io_atomic import atomic_write_bytes
+
 __all__ = ["FLO_MAGIC", "read_flo", "read_kitti_flow", "write_flo", "write_kitti_flow"]
 
 FLO_MAGIC = 202021.25
@@ -97,7 +99,7 @@ def write_flo(path: PathLike, flow: Tensor | np.ndarray) -> None:
     _refuse_nonfinite(arr, path)
     _, h, w = arr.shape
     body = np.ascontiguousarray(arr.transpose(1, 2, 0), dtype="<f4").tobytes()
-    Path(path).write_bytes(_FLO_MAGIC_BYTES + struct.pack("<ii", w, h) + body)
+    atomic_write_bytes(path, (_FLO_MAGIC_BYTES, struct.pack("<ii", w, h), body))
 
 
 # ---------------------------------------------------------------------------- PNG codec
@@ -244,4 +246,4 @@ def write_kitti_flow(path: PathLike, flow: Tensor | np.ndarray, valid: Tensor | 
     encoded = np.where(ok, arr, 0.0) * _KITTI_SCALE + _KITTI_OFFSET
     encoded = np.clip(np.rint(encoded), 0, 2**16 - 1).astype(np.uint16)
     rgb = np.stack((encoded[0], encoded[1], ok.astype(np.uint16)), axis=-1)
-    Path(path).write_bytes(_encode_png16_rgb(rgb))
+    atomic_write_bytes(path, _encode_png16_rgb(rgb))

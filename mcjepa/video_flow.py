@@ -37,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
 from .encoder import MIN_INPUT_SIZE
+from .image_input import check_image_pair, prepare_images
 from .image_io import read_rgb
 from .ops import upsample_flow
 
@@ -245,9 +246,9 @@ def estimate_resized(
 
     if max_size is None:
         return flow.estimate(image1, image2, model, bf16=bf16)
-    x1, batched1, _, out_device = flow._prepare(image1, "image1")
-    x2, batched2, _, _ = flow._prepare(image2, "image2")
-    flow._check_pair(x1, batched1, x2, batched2)
+    x1, batched1, _, out_device = prepare_images(image1, "image1")
+    x2, batched2, _, _ = prepare_images(image2, "image2")
+    check_image_pair(x1, batched1, x2, batched2)
     (h, w), b = x1.shape[-2:], x1.shape[0]
     size = resized_size(h, w, max_size)
     if size == (h, w):

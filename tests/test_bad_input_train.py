@@ -421,7 +421,7 @@ def _readers():
     from mcjepa.cli.flow import _read_image
     from mcjepa.data.content import ImageFiles
     from mcjepa.data.motion import _to_float_image
-    from mcjepa.flow import _single_to_tensor
+    from mcjepa.image_input import _single_to_tensor
 
     return {
         "mcjepa-flow frame": lambda p: np.asarray(_read_image(str(p))),

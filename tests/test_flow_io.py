@@ -148,3 +148,20 @@ def test_kitti_bad_files(tmp_path):
         read_kitti_flow(tmp_path / "crc.png")
     with pytest.raises(ValueError, match=r"valid must have shape \(4, 5\)"):
         write_kitti_flow(tmp_path / "g.png", torch.zeros(2, 4, 5), torch.ones(5, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("writer", [write_flo, write_kitti_flow], ids=["flo", "kitti"])
+def test_flow_files_are_written_atomically(tmp_path, monkeypatch, writer):
+    """A write that fails at the rename leaves the earlier file whole and no temporary file."""
+    path = tmp_path / "flow.bin"
+    writer(path, torch.zeros(2, 4, 5))
+    before = path.read_bytes()
+
+    def failing_replace(src, dst):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr("mcjepa.io_atomic.os.replace", failing_replace)
+    with pytest.raises(OSError, match="simulated"):
+        writer(path, torch.ones(2, 4, 5))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["flow.bin"]

@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..io_atomic import atomic_writer
+
 __all__ = ["build_parser", "main"]
 
 _PROG = "mcjepa-flow"
@@ -284,7 +286,8 @@ def _main_pair(args: argparse.Namespace) -> int:
         )
     try:
         rgb = flow.to_image(estimate).permute(1, 2, 0).numpy()
-        Image.fromarray(rgb).save(output)
+        with atomic_writer(output) as fh:  # the format from the extension, checked when parsing -o
+            Image.fromarray(rgb).save(fh, format=Image.registered_extensions()[Path(output).suffix.lower()])
         print(f"wrote {output} (colour-coded flow)")
         if args.save_flo:
             flow.write_flo(args.save_flo, estimate)
@@ -298,17 +301,6 @@ def _main_pair(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- video / frame folder
-
-
-def _replace_atomically(path: Path, write) -> None:
-    """``write(tmp)`` then rename onto ``path``: a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class _Outputs:
@@ -335,16 +327,15 @@ class _Outputs:
             self._folders()
         name = f"{pair.index1:06d}"
         if self.args.save_flo:
-            _replace_atomically(Path(self.args.save_flo) / f"{name}.flo", lambda p: flow.write_flo(p, pair.flow))
+            flow.write_flo(Path(self.args.save_flo) / f"{name}.flo", pair.flow)  # atomic
         if self.args.save_kitti:
-            _replace_atomically(
-                Path(self.args.save_kitti) / f"{name}.png", lambda p: flow.write_kitti_flow(p, pair.flow)
-            )
+            flow.write_kitti_flow(Path(self.args.save_kitti) / f"{name}.png", pair.flow)  # atomic
         colour = flow.to_image(pair.flow)  # normalised per pair by its largest motion
         picture = colour if self.args.layout == "flow" else torch.cat((pair.frame1, colour), dim=2)
         rgb = picture.permute(1, 2, 0).contiguous().numpy()
         if self.to_folder:
-            _replace_atomically(Path(self.output) / f"{name}.png", lambda p: Image.fromarray(rgb).save(p, format="PNG"))
+            with atomic_writer(Path(self.output) / f"{name}.png") as fh:
+                Image.fromarray(rgb).save(fh, format="PNG")
         else:
             if self.video is None:
                 self.video = VideoWriter(self.output, rgb.shape[1], rgb.shape[0], self.fps)
