@@ -38,7 +38,6 @@ import concurrent.futures
 import json
 import math
 import multiprocessing
-import os
 import shutil
 import statistics
 import sys
@@ -264,8 +263,6 @@ def real_texture_metrics(run_dir: Path, seed: int, quick: bool) -> dict[str, flo
     """Held-out real-texture EPE (pixels) of the newest checkpoint in ``run_dir`` and of zero flow on
     the same pairs: ``{"real_texture_epe", "real_texture_zero_flow_epe"}``. Raises when the run
     folder holds no loadable checkpoint."""
-    import torch
-
     from mcjepa.eval.flow_eval import REAL_TEXTURE_SEED_OFFSET
     from mcjepa.export import model_from_checkpoint
     from mcjepa.train.checkpoint import latest_checkpoint
@@ -278,8 +275,7 @@ def real_texture_metrics(run_dir: Path, seed: int, quick: bool) -> dict[str, flo
     pairs, size = (
         (QUICK_REAL_TEXTURE_PAIRS, QUICK_REAL_TEXTURE_SIZE) if quick else (REAL_TEXTURE_PAIRS, REAL_TEXTURE_SIZE)
     )
-    with torch.random.fork_rng(devices=[]):
-        result = synthetic_epe(model, pairs, size, seed=REAL_TEXTURE_SEED_OFFSET + seed, photos="bundled")
+    result = synthetic_epe(model, pairs, size, seed=REAL_TEXTURE_SEED_OFFSET + seed, photos="bundled")
     return {"real_texture_epe": result["epe"], "real_texture_zero_flow_epe": result["zero_flow_epe"]}
 
 
@@ -292,6 +288,7 @@ def add_real_texture(record: dict[str, Any], out_dir: Path) -> bool:
     run_dir = out_dir / "runs" / f"{record['cell']}__seed{record['seed']}"
     try:
         record.update(real_texture_metrics(run_dir, record["seed"], bool(record.get("quick"))))
+        record.pop("real_texture_error", None)  # an earlier attempt's failure
     except Exception as exc:  # noqa: BLE001 - recorded; the grid goes on
         record["real_texture_error"] = f"{type(exc).__name__}: {exc}"
     return True
@@ -527,7 +524,9 @@ def write_table(out_dir: Path) -> dict[str, Any]:
 
 def default_jobs() -> int:
     """Cells trained at once by default: 2 when the process may use 2 or more CPUs, else 1."""
-    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+    from mcjepa.data.workers import available_cpus
+
+    return 2 if available_cpus() >= 2 else 1
 
 
 def _finish(out_dir: Path, record: dict[str, Any]) -> None:
@@ -581,9 +580,13 @@ def main(argv: list[str] | None = None) -> int:
     if jobs < 1:
         p.error(f"--jobs must be 1 or more, got {jobs}")
     extra = list(args.extra)
-    if not any(e.split("=", 1)[0].strip() == "run.threads" for e in extra):
+    threads = next((e.strip() for e in extra if e.split("=", 1)[0].strip() == "run.threads"), None)
+    if threads is None:
+        from mcjepa.data.workers import available_cpus
+
         # one fixed thread count per run: a cell's result does not depend on what else runs
-        extra.append(f"run.threads={max(1, len(os.sched_getaffinity(0)) // jobs)}")
+        threads = f"run.threads={max(1, available_cpus() // jobs)}"
+        extra.append(threads)
     out_dir: Path = args.out_dir
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
     # Seed-major: the whole grid for the first seed comes first, so a partial run gives a full table.
@@ -591,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(c, s) for c, s in pairs if not result_path(out_dir, c.name, s).exists()]
     print(
         f"ablations: {len(pairs)} (cell, seed) pairs, {len(pairs) - len(todo)} done, {len(todo)} to run, "
-        f"{min(jobs, max(1, len(todo)))} at a time ({extra[-1] if extra else ''})",
+        f"{min(jobs, max(1, len(todo)))} at a time, {threads} each",
         flush=True,
     )
     filled = backfill_real_texture(out_dir, [pc for pc in pairs if pc not in todo])
