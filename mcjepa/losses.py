@@ -46,6 +46,8 @@ __all__ = [
     "PAPER_REG_WEIGHTS",
     "PAPER_VC_COV_WEIGHTS",
     "PAPER_VC_VAR_WEIGHTS",
+    "census_distance",
+    "census_transform",
     "cycle_consistency_loss",
     "feature_regression_loss",
     "forward_backward_occlusion",
@@ -130,6 +132,8 @@ def feature_regression_loss(
     *,
     mask_out_of_image: bool,
     feature_norm: str = "none",
+    flow_grad: bool = True,
+    feature_grad: bool = True,
 ) -> Tensor:
     """L_reg: per-level feature regression between frame t and frame t+1 warped back.
 
@@ -154,6 +158,11 @@ def feature_regression_loss(
             pair is first standardised per image with :func:`mcjepa.ops.standardize_feature_pair`
             (per-channel centring, one pooled scale), so that shrinking the features or making
             them constant over the image does not lower the loss.
+        flow_grad: let the loss train the flows (the paper). False: the flows are constants here,
+            so L_reg shapes the features only and the flow is taught by the pixel terms and
+            L_cycle (``loss.reg_gradient = "features"``; ``docs/learning_dynamics.md``, section 8).
+        feature_grad: let the loss train the features (the paper). False: both pyramids are
+            constants here and L_reg trains the flows only (``loss.reg_gradient = "flow"``).
 
     Returns:
         Scalar tensor (squared feature units; squared standard deviations when standardised).
@@ -174,6 +183,10 @@ def feature_regression_loss(
         src, tgt = feats_src[lvl], feats_tgt[lvl]
         if src.shape != tgt.shape:
             raise ValueError(f"level {lvl}: feats_src {tuple(src.shape)} and feats_tgt {tuple(tgt.shape)} differ")
+        if not feature_grad:
+            src, tgt = src.detach(), tgt.detach()
+        if not flow_grad:
+            flow = flow.detach()
         if feature_norm == "standardize":
             src, tgt = standardize_feature_pair(src, tgt)
         warped = backward_warp(tgt, flow)
@@ -239,13 +252,14 @@ def photometric_loss(
     ssim: float = 0.425,
     ssim_window: int = 3,
     check_range: bool = True,
+    census: float = 0.0,
 ) -> Tensor:
     """L_rec: occlusion-masked photometric distance between frame t and frame t+1 warped back.
 
     Per pixel ``d = l2 * mean_c (a - b)^2 + l1 * mean_c |a - b| + ssim * mean_c (1 - SSIM(a, b))``
-    (``1 - SSIM`` clamped to ``[0, 2]``, 3x3 windows, reflect padding), then the mean of ``d``
-    over the pixels where ``mask`` is 1. ``a = image1``, ``b = image2_warped =
-    backward_warp(image2, flow)``.
+    (``1 - SSIM`` clamped to ``[0, 2]``, 3x3 windows, reflect padding) ``+ census * c(a, b)``
+    (:func:`census_distance`, 0 on the 3-pixel border), then the mean of ``d`` over the pixels
+    where ``mask`` is 1. ``a = image1``, ``b = image2_warped = backward_warp(image2, flow)``.
 
     Defaults: the seed names L2, L1 and SSIM but gives no weights. We use ARFlow's tested mix,
     0.15 L1 + 0.85 * (1 - SSIM) / 2 (ARFlow and monodepth2 halve ``1 - SSIM``), written in the
@@ -256,6 +270,8 @@ def photometric_loss(
         mask: ``(B, 1, H, W)`` or ``(B, H, W)``, 1 = use the pixel (not occluded), 0 = ignore;
             soft values weight the mean. Treated as a constant (no gradient flows into it).
         check_range: raise if an image leaves ``[0, 1]`` (costs one host sync).
+        census: weight of the census (ternary) distance that UFlow, ARFlow's variants and SMURF
+            use instead of L1 / SSIM; 0 (the default) is the paper's distance.
 
     Returns:
         Scalar tensor, 0 when the mask is empty.
@@ -278,7 +294,49 @@ def photometric_loss(
     if ssim_weight:
         dssim = (1.0 - _ssim_map(a, b, ssim_window, "reflect")).clamp(0.0, 2.0)
         d = d + ssim_weight * dssim.mean(1, keepdim=True)
+    if census:
+        d = d + census * census_distance(a, b)
     return _masked_mean(d, m)
+
+
+CENSUS_PATCH = 7  # 7x7 neighbourhoods (UFlow's and SMURF's)
+
+
+def census_transform(image: Tensor, patch: int = CENSUS_PATCH) -> Tensor:
+    """Soft census signature of each pixel: ``(B, patch * patch, H, W)``.
+
+    For every neighbour ``q`` of ``p`` in a ``patch x patch`` window of the grey image ``g``
+    (mean over channels, scaled to [0, 255]): ``t_q = (g(q) - g(p)) / sqrt(0.81 + (g(q) - g(p))^2)``,
+    a smooth sign in (-1, 1) that ignores brightness offsets and most gain changes. Borders are
+    replicated (the border pixels' signatures are excluded by :func:`census_distance`).
+    """
+    check_nchw("image", image)
+    if patch < 1 or patch % 2 == 0:
+        raise ValueError(f"patch must be a positive odd integer, got {patch}")
+    grey = upcast_half(image).mean(1, keepdim=True) * 255.0
+    r = patch // 2
+    b, _, h, w = grey.shape
+    neighbours = F.unfold(F.pad(grey, (r, r, r, r), mode="replicate"), patch).view(b, patch * patch, h, w)
+    diff = neighbours - grey
+    return diff / torch.sqrt(0.81 + diff.square())
+
+
+def census_distance(a: Tensor, b: Tensor, patch: int = CENSUS_PATCH) -> Tensor:
+    """Per-pixel robust census distance of two ``(B, C, H, W)`` images in [0, 1]: ``(B, 1, H, W)``.
+
+    The soft Hamming distance ``h = sum_q (t_a - t_b)^2 / (0.1 + (t_a - t_b)^2)`` of the two
+    :func:`census_transform` signatures (0 to ``patch**2``), through the robust penalty
+    ``(h + 0.01)^0.4 - 0.01^0.4`` (UFlow's census loss, Meister et al. 2018, shifted so that equal
+    images give exactly 0; the shift changes no gradient); 0 within ``patch // 2`` pixels of the
+    border, where the window leaves the image.
+    """
+    sq = (census_transform(a, patch) - census_transform(b, patch)).square()
+    hamming = (sq / (0.1 + sq)).sum(1, keepdim=True)
+    dist = (hamming + 0.01).pow(0.4) - 0.01**0.4
+    r = patch // 2
+    border = torch.zeros_like(dist)
+    border[..., r : dist.shape[-2] - r, r : dist.shape[-1] - r] = 1.0
+    return dist * border
 
 
 def smoothness_loss(

@@ -210,3 +210,39 @@ def forward_backward_occlusion(flow_fwd: Tensor, flow_bwd: Tensor, alpha1: float
     diff = (f + b).square().sum(1, keepdim=True)
     mag = f.square().sum(1, keepdim=True) + b.square().sum(1, keepdim=True)
     return (diff <= alpha1 * mag + alpha2).to(flow_fwd.dtype)
+
+
+@torch.no_grad()
+def range_map_visibility(flow_bwd: Tensor) -> Tensor:
+    """Visibility of frame t's pixels from the range map of the backward flow (Wang et al. 2018,
+    "Occlusion aware unsupervised learning of optical flow"; UFlow's default occlusion estimate).
+
+    Every pixel ``q`` of frame t+1 is splatted bilinearly to ``q + flow_bwd(q)`` on frame t's grid
+    with weight 1; the range map ``R(p)`` is the weight that lands on pixel ``p``. A pixel that no
+    pixel of frame t+1 maps to (``R = 0``) has no match: occluded, or leaving the frame. Unlike
+    :func:`forward_backward_occlusion` it does not ask the two flows to agree, so an inaccurate
+    early flow does not hide most of the image from the photometric loss. Computed without gradient.
+
+    Args:
+        flow_bwd: ``(B, 2, H, W)`` flow t+1 -> t on frame t+1's grid, pixels.
+
+    Returns:
+        ``(B, 1, H, W)`` soft mask on frame t's grid: ``min(R, 1)``, 1 = visible, 0 = occluded.
+    """
+    check_flow("flow_bwd", flow_bwd)
+    b, _, h, w = flow_bwd.shape
+    f = upcast_half(flow_bwd).float()
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=f.device, dtype=f.dtype), torch.arange(w, device=f.device, dtype=f.dtype), indexing="ij"
+    )
+    x, y = xs + f[:, 0], ys + f[:, 1]  # (B, H, W) landing positions on frame t's grid
+    x0, y0 = x.floor(), y.floor()
+    out = f.new_zeros(b, h * w)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            xi, yi = x0 + dx, y0 + dy
+            weight = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
+            inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+            index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long().view(b, -1)
+            out.scatter_add_(1, index, (weight * inside).view(b, -1))
+    return out.view(b, 1, h, w).clamp_max(1.0).to(flow_bwd.dtype)

@@ -318,3 +318,49 @@ def test_video_fps_runs_mcjepa_flow_on_a_rendered_clip(tmp_path):
     for r in rows:
         assert r["pairs_per_s"] == pytest.approx(3 / r["loop_s"]) and r["total_s"] >= r["loop_s"] * 0.9
         assert r["command"].startswith("mcjepa-flow CLIP.mp4 -o OUT.mp4 --variant micro") and not r["trained"]
+
+
+def test_learning_curves_trains_scores_every_checkpoint_and_resumes(tmp_path, monkeypatch, capsys):
+    """A 4-step pixels cell: checkpoints 2 and 4 scored once, baselines beside them, a rerun
+    retrains and rescores nothing; the per-term gradient benchmark reads the same run."""
+    from benchmarks import learning_curves, term_gradients
+
+    tiny = {
+        "synthetic_96x128": (2, (32, 48), None),
+        "synthetic_192x256": (1, (32, 64), None),
+        "real_texture_96x128": (2, (32, 48), "bundled"),
+        "real_texture_192x256": (1, (32, 64), "bundled"),
+    }
+    monkeypatch.setattr(learning_curves, "SETS", tiny)
+    out = tmp_path / "curves"
+    args = ["--out-dir", str(out), "--cells", "pixels", "--steps", "4", "--score-every", "2", "--jobs", "1",
+            "--threads", "1", "--set", "data.motion[0].size=[32,48]", "--set", "data.motion[0].num_pairs=16",
+            "--plot", str(tmp_path / "curves.png")]  # fmt: skip
+    assert learning_curves.main(args) == 0
+    record = json.loads((out / "scores" / "pixels__4steps__seed0.json").read_text())
+    assert sorted(record["steps"], key=int) == ["2", "4"]
+    assert set(record["steps"]["4"]) == set(tiny) | {"still_flow"}
+    summary = json.loads((out / "learning_curves.json").read_text())
+    zero = summary["baselines"]["0"]["zero"]
+    assert zero["still_flow"] == 0.0 and zero["synthetic_96x128"] > 0
+    if "dis" in summary["baselines"]["0"]:  # opencv-python-headless is a dev dependency
+        assert summary["baselines"]["0"]["dis"]["still_flow"] < 0.05
+    assert summary["scores"]["pixels (4 steps)"]["4"]["synthetic_96x128"][0] == record["steps"]["4"]["synthetic_96x128"]
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    mtime = (out / "scores" / "pixels__4steps__seed0.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert learning_curves.main(args) == 0
+    assert "mcjepa.cli.train" not in capsys.readouterr().out  # the finished run is not retrained
+    assert (out / "scores" / "pixels__4steps__seed0.json").stat().st_mtime_ns == mtime  # nor rescored
+
+    config, overrides = learning_curves.CELLS["pixels"]
+    sets = [x for o in (*overrides, "data.motion[0].size=[32,48]", "data.motion[0].num_pairs=16") for x in ("--set", o)]
+    res_path = tmp_path / "terms.json"
+    term_gradients.main(["--run", str(out / "runs" / "pixels__4steps__seed0"), "--config", config, *sets, "--pairs", "2",
+                         "--out", str(res_path)])  # fmt: skip
+    res = json.loads(res_path.read_text())
+    assert res["step"] == 4
+    # the pixels cell trains no content stream and no feature-space term: only L_rec and L_smooth
+    # reach the head, and the total's gradient there is their sum
+    assert "ssl" not in res and res["reg"]["head"]["norm"] == 0.0 and res["rec"]["head"]["norm"] > 0
+    assert res["total"]["head"]["norm"] <= res["rec"]["head"]["norm"] + res["smooth"]["head"]["norm"] + 1e-6

@@ -270,6 +270,24 @@ def test_motion_pairs_flip_and_seeding():
         MotionPairs([(pair[0], pair[1][:, :30])])[0]
 
 
+def test_motion_pairs_static_fraction_gives_seeded_still_pairs():
+    fr = random_frames(2, H, W, seed=6)
+    pair = (_t(fr[0]), _t(fr[1]))
+    ds = MotionPairs([pair] * 64, crop=(20, 20), seed=7, static_fraction=0.25)
+    still = [i for i in range(64) if torch.equal(ds[i][0], ds[i][1])]
+    assert 6 <= len(still) <= 26  # binomial(64, 0.25): mean 16
+    for i in still:  # a still pair is a window of the first frame, twice
+        assert len(_locate(ds[i][0], pair[0])) == 1
+    assert still == [i for i in range(64) if torch.equal(ds[i][0], ds[i][1])]  # seeded
+    # without the key, no pair is still and the random stream is the one it always was
+    plain = MotionPairs([pair] * 64, crop=(20, 20), seed=7)
+    assert not any(torch.equal(plain[i][0], plain[i][1]) for i in range(64))
+    with pytest.raises(ValueError, match="static_fraction"):
+        MotionPairs([pair], static_fraction=1.0)
+    with pytest.raises(ValueError, match="static_fraction"):
+        build_motion_datasets([{"name": "synthetic", "num_pairs": 4, "size": [32, 32], "static_fraction": -0.1}])
+
+
 def test_build_motion_datasets_errors_name_index_key_and_path(tmp_path):
     _all_fixtures(tmp_path)
     ok = {"name": "kitti2015", "root": str(tmp_path / "kitti"), "crop": [8, 8]}

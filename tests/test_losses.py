@@ -14,6 +14,8 @@ from mcjepa.losses import (
     PAPER_REG_WEIGHTS,
     PAPER_VC_COV_WEIGHTS,
     PAPER_VC_VAR_WEIGHTS,
+    census_distance,
+    census_transform,
     cycle_consistency_loss,
     feature_regression_loss,
     forward_backward_occlusion,
@@ -127,6 +129,21 @@ def test_feature_regression_gradients_reach_features_and_flow():
     for i in range(6):
         assert src[i].grad.abs().sum() > 0 and tgt[i].grad.abs().sum() > 0
         assert flows[i].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("flow_grad", "feature_grad"), [(False, True), (True, False)])
+def test_feature_regression_gradient_switches(flow_grad, feature_grad):
+    """reg_gradient = "features" leaves the flows untouched, "flow" the features; the value is the same."""
+    torch.manual_seed(5)
+    src, tgt = [t.requires_grad_(True) for t in _pyramid()], [t.requires_grad_(True) for t in _pyramid()]
+    flows = [f.requires_grad_(True) for f in _const_flows(0.3, 0.2)]
+    args = (src, tgt, flows, range(6), PAPER_REG_WEIGHTS)
+    full = feature_regression_loss(*args, mask_out_of_image=False)
+    loss = feature_regression_loss(*args, mask_out_of_image=False, flow_grad=flow_grad, feature_grad=feature_grad)
+    assert torch.equal(loss, full)
+    loss.backward()
+    assert all((f.grad is not None) == flow_grad for f in flows)
+    assert all((t.grad is not None) == feature_grad for t in src + tgt)
 
 
 def test_feature_regression_rejects_bad_inputs():
@@ -263,6 +280,59 @@ def test_photometric_rejects_unnormalised_images():
 
 # ----------------------------------------------------------------------------------------------
 # smoothness
+
+
+def _census_reference(image: torch.Tensor, patch: int) -> torch.Tensor:
+    """Loop reference: for each pixel and each window offset, the soft sign of the grey difference."""
+    grey = image.mean(1)[0] * 255.0
+    h, w = grey.shape
+    r = patch // 2
+    out = torch.zeros(patch * patch, h, w)
+    for y in range(h):
+        for x in range(w):
+            for k, (dy, dx) in enumerate((dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)):
+                q = grey[min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)]
+                d = q - grey[y, x]
+                out[k, y, x] = d / math.sqrt(0.81 + float(d) ** 2)
+    return out
+
+
+def test_census_transform_matches_loop_reference():
+    torch.manual_seed(0)
+    img = torch.rand(1, 3, 6, 7)
+    torch.testing.assert_close(census_transform(img, 3)[0], _census_reference(img, 3), atol=1e-5, rtol=1e-5)
+
+
+def test_census_distance_hand_computed_and_brightness_offset_invariant():
+    # a single bright pixel in a dark 9x9 image, compared with the all-dark image: at the centre,
+    # every one of the 48 neighbours differs by -255 (signature -255 / sqrt(0.81 + 255^2)) in the
+    # first image and by 0 in the second
+    a = torch.zeros(1, 3, 9, 9)
+    a[..., 4, 4] = 1.0
+    b = torch.zeros(1, 3, 9, 9)
+    t = 255.0 / math.sqrt(0.81 + 255.0**2)
+    hamming = 48 * t**2 / (0.1 + t**2)
+    want = (hamming + 0.01) ** 0.4 - 0.01**0.4
+    d = census_distance(a, b)
+    assert d.shape == (1, 1, 9, 9)
+    assert d[0, 0, 4, 4].item() == pytest.approx(want, rel=1e-5)
+    assert d[0, 0, :3].abs().max() == 0 and d[0, 0, :, -3:].abs().max() == 0  # border excluded
+    # equal images: exactly 0; a brightness offset changes no sign (in the image's interior)
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 16, 16) * 0.8
+    assert census_distance(x, x).abs().max() == 0
+    assert census_distance(x, x + 0.1).abs().max() < 1e-4
+
+
+def test_photometric_census_term_adds_the_census_distance_and_trains_the_image():
+    torch.manual_seed(2)
+    a = torch.rand(1, 3, 12, 12)
+    b = torch.rand(1, 3, 12, 12).requires_grad_(True)
+    plain = photometric_loss(a, b, l1=0.15, ssim=0.425)
+    with_census = photometric_loss(a, b, l1=0.15, ssim=0.425, census=2.0)
+    assert with_census.item() == pytest.approx(plain.item() + 2.0 * census_distance(a, b).mean().item(), rel=1e-5)
+    with_census.backward()
+    assert b.grad is not None and b.grad[..., 3:-3, 3:-3].abs().sum() > 0
 
 
 def test_smoothness_zero_for_constant_flow():

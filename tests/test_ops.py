@@ -7,6 +7,7 @@ from mcjepa.ops import (
     flow_validity_mask,
     local_correlation,
     normalize_feature_pair,
+    range_map_visibility,
     upsample_flow,
 )
 
@@ -116,3 +117,44 @@ def test_upsample_flow_scales_values_per_axis():
     torch.testing.assert_close(up[:, 0], torch.full((1, 8, 15), 3.0))
     torch.testing.assert_close(up[:, 1], torch.full((1, 8, 15), 4.0))
     assert upsample_flow(flow, (4, 5)) is flow
+
+
+def _range_map_reference(flow_bwd: torch.Tensor) -> torch.Tensor:
+    """Loop reference: splat every pixel of frame t+1 bilinearly to where the backward flow sends it."""
+    _, _, h, w = flow_bwd.shape
+    r = torch.zeros(h, w, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            tx, ty = x + float(flow_bwd[0, 0, y, x]), y + float(flow_bwd[0, 1, y, x])
+            x0, y0 = int(torch.floor(torch.tensor(tx))), int(torch.floor(torch.tensor(ty)))
+            for xi, wx in ((x0, 1 - (tx - x0)), (x0 + 1, tx - x0)):
+                for yi, wy in ((y0, 1 - (ty - y0)), (y0 + 1, ty - y0)):
+                    if 0 <= xi < w and 0 <= yi < h:
+                        r[yi, xi] += wx * wy
+    return r.clamp(max=1.0)
+
+
+def test_range_map_visibility_shifts_and_loop_reference():
+    zero = torch.zeros(1, 2, 5, 7)
+    assert torch.equal(range_map_visibility(zero), torch.ones(1, 1, 5, 7))
+    # backward flow +2 px right: frame t+1's pixels land two columns to the right on frame t, so
+    # frame t's first two columns have no match (they left the view of frame t+1)
+    shift = zero.clone()
+    shift[:, 0] = 2.0
+    vis = range_map_visibility(shift)[0, 0]
+    assert torch.equal(vis[:, :2], torch.zeros(5, 2)) and torch.equal(vis[:, 2:], torch.ones(5, 5))
+    shift[:, 0] = 0.5  # half a pixel: column 0 receives half a pixel's weight
+    vis = range_map_visibility(shift)[0, 0]
+    assert torch.allclose(vis[:, 0], torch.full((5,), 0.5)) and torch.equal(vis[:, 1:], torch.ones(5, 6))
+    torch.manual_seed(0)
+    flow = torch.randn(1, 2, 6, 8) * 2.0
+    torch.testing.assert_close(range_map_visibility(flow)[0, 0].double(), _range_map_reference(flow), atol=1e-5, rtol=0)
+    # a region squeezed by the flow (two source columns landing on one) keeps visibility 1, never above
+    assert range_map_visibility(flow).max() <= 1.0
+
+
+def test_range_map_visibility_has_no_gradient_and_checks_input():
+    flow = torch.randn(2, 2, 4, 6, requires_grad=True)
+    assert not range_map_visibility(flow).requires_grad
+    with pytest.raises(ValueError):
+        range_map_visibility(torch.zeros(2, 3, 4, 6))

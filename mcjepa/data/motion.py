@@ -79,8 +79,11 @@ class MotionPairs(Dataset):
     ``source[i]`` must start with two images (PIL, uint8 or [0, 1] float (3, H, W) tensors) of equal
     size. With ``crop = (h, w)`` both frames are cut at the same random window (frames smaller than
     the crop are upscaled first, see the module docstring); with ``flip`` both are mirrored left-right
-    with probability 0.5. With ``seed`` set, the random choices for item ``i`` depend only on
-    ``(seed, epoch, i)`` (see :meth:`set_epoch`). ``repeat`` is carried for the batch sampler.
+    with probability 0.5. With ``static_fraction = p > 0``, an item is a still pair (its first
+    frame twice, true flow zero) with probability ``p``: without such pairs a model never sees
+    that "nothing moves" is an answer and invents motion on still scenes. With ``seed`` set, the
+    random choices for item ``i`` depend only on ``(seed, epoch, i)`` (see :meth:`set_epoch`).
+    ``repeat`` is carried for the batch sampler.
     """
 
     def __init__(
@@ -91,7 +94,10 @@ class MotionPairs(Dataset):
         seed: int | None = None,
         name: str = "pairs",
         repeat: int = 1,
+        static_fraction: float = 0.0,
     ) -> None:
+        if not 0.0 <= static_fraction < 1.0:
+            raise ValueError(f"{name}: static_fraction must be in [0, 1), got {static_fraction}")
         if crop is not None and (len(crop) != 2 or any(int(c) != c or c < 1 for c in crop)):
             raise ValueError(f"{name}: crop must be two positive integers (height, width), got {crop}")
         if int(repeat) != repeat or repeat < 1:
@@ -99,6 +105,7 @@ class MotionPairs(Dataset):
         self.base, self.name, self.flip, self.seed = source, name, bool(flip), seed
         self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
         self.repeat, self.epoch = int(repeat), 0
+        self.static_fraction = float(static_fraction)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch used to seed crops and flips when ``seed`` is set."""
@@ -114,6 +121,8 @@ class MotionPairs(Dataset):
         if a.shape != b.shape:
             raise ValueError(f"{where}: the two frames differ in size: {tuple(a.shape)} vs {tuple(b.shape)}")
         with sample_rng(self.seed, self.epoch, index):
+            if self.static_fraction and torch.rand(()) < self.static_fraction:
+                b = a  # a still pair: drawn only when asked for, so other runs' random streams stay as they were
             if self.crop is not None:
                 ch, cw = self.crop
                 h, w = a.shape[-2:]
@@ -181,7 +190,7 @@ class _FramesOnly(Dataset):
 # --------------------------------------------------------------------------- config specs
 
 _INT, _BOOL, _STR, _NUM, _PAIR = "int", "bool", "str", "number", "pair"
-_COMMON = {"name": _STR, "repeat": _INT, "crop": _PAIR, "flip": _BOOL}
+_COMMON = {"name": _STR, "repeat": _INT, "crop": _PAIR, "flip": _BOOL, "static_fraction": _NUM}
 _KEYS: dict[str, dict[str, str]] = {
     "sintel": {"root": _STR, "split": _STR, "pass_name": _STR},
     "kitti2015": {"root": _STR, "split": _STR},
@@ -249,6 +258,9 @@ def _validate(i: int, spec: Any) -> dict[str, Any]:
     for key in _REQUIRED[name]:
         if spec.get(key) is None:
             raise ValueError(f"{where}: missing key {key!r} (expected {_TYPE_TEXT[allowed[key]]})")
+    fraction = spec.get("static_fraction")
+    if fraction is not None and not 0 <= fraction < 1:
+        raise ValueError(f"{where}: key 'static_fraction' must be in [0, 1), got {fraction}")
     for key in ("repeat", "frame_step", "max_pairs_per_video", "max_pairs_per_sequence", "resize_shorter", "num_pairs"):
         if spec.get(key) is not None and spec[key] < 1:
             raise ValueError(f"{where}: key {key!r} must be >= 1, got {spec[key]}")
@@ -331,7 +343,8 @@ def build_motion_datasets(specs: Sequence[dict[str, Any]], seed: int | None = No
     """Return one :class:`MotionPairs` per spec (validated first, all of them, before anything is read).
 
     Spec keys: ``name`` (one of :data:`LAYOUTS`), ``root`` (all but synthetic), ``crop`` ([h, w]; optional for
-    synthetic), ``repeat`` (int >= 1, default 1), ``flip`` (default false), ``split`` ("train" default,
+    synthetic), ``repeat`` (int >= 1, default 1), ``flip`` (default false), ``static_fraction`` (share of still pairs,
+    default 0), ``split`` ("train" default,
     "test"; FlyingChairs "train"/"val"), ``pass_name`` (Sintel/FlyingThings3D: "clean" default, "final",
     "both"), ``camera`` (FlyingThings3D: "left" default, "right", "both"); video: ``frame_step``,
     ``max_pairs_per_video``, ``resize_shorter``, ``cache_mb``; frames: ``frame_step``,
@@ -357,5 +370,15 @@ def build_motion_datasets(specs: Sequence[dict[str, Any]], seed: int | None = No
             )
         ds_seed = None if seed is None else seed + i
         crop = spec.get("crop")
-        out.append(MotionPairs(source, crop, bool(spec.get("flip")), ds_seed, spec["name"], spec.get("repeat") or 1))
+        out.append(
+            MotionPairs(
+                source,
+                crop,
+                bool(spec.get("flip")),
+                ds_seed,
+                spec["name"],
+                spec.get("repeat") or 1,
+                static_fraction=spec.get("static_fraction") or 0.0,
+            )
+        )
     return out

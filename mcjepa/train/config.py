@@ -38,6 +38,8 @@ __all__ = [
     "read_toml",
 ]
 
+REG_GRADIENTS = ("both", "features", "flow")
+OCCLUSION_ESTIMATES = ("forward_backward", "range_map")
 SAMPLING_STRATEGIES = ("combined", "batch_alternation", "epoch_alternation", "frozen_encoder_flow")
 VC_MODES = ("all", "last", "off")
 
@@ -135,6 +137,9 @@ class LossSection:
     photo_l1: float = 0.15
     photo_l2: float = 0.0
     photo_ssim: float = 0.425
+    # weight of the census (ternary) distance added to d (losses.census_distance): UFlow's and
+    # SMURF's photometric loss. 0 = the paper's d; docs/learning_dynamics.md section 8.
+    photo_census: float = 0.0
     smooth_weight: float = 1.0  # weight of L_smooth in the motion sum (seed: unweighted)
     smooth_edge_factor: float = 75.0  # lambda in exp(-lambda |grad I|), seed §4.5.3
     cycle_weight: float = 0.2  # seed §4.5.4
@@ -155,8 +160,18 @@ class LossSection:
     # frames' maps become equal and flat; docs/learning_dynamics.md), which also costs the content
     # features 3-5 k-NN points in the demo.
     feature_loss_norm: str = "standardize"
+    # What L_reg trains: "both" (the paper: the features and the flows), "features" (the flows are
+    # constants inside L_reg; the flow is taught by L_rec, L_smooth and L_cycle) or "flow" (the
+    # features are constants inside L_reg). Not in the paper; docs/learning_dynamics.md section 8
+    # measures each term's gradient against the supervised EPE's and the three settings' curves.
+    reg_gradient: str = "both"
     cycle_flow_grad: bool = True  # L_cycle trains the flows too (the paper); false: features only
-    occlusion_masking: bool = True  # mask L_rec and L_cycle by fwd-bwd occlusion (from occlusion_start_epoch)
+    occlusion_masking: bool = True  # mask L_rec and L_cycle by the occlusion estimate (from occlusion_start_epoch)
+    # How occlusion is estimated: "forward_backward" (the paper's consistency check, thresholds
+    # 0.01 / 0.5 as UnFlow and ARFlow) or "range_map" (pixels of frame t that no pixel of frame
+    # t+1 maps to under the backward flow: Wang et al. 2018, UFlow's default; ops.range_map_visibility).
+    # docs/learning_dynamics.md section 8.
+    occlusion_estimate: str = "forward_backward"
     vc_mode: str = "all"  # Table 11: all levels, last level only, or off
     vc_var_weights: LevelWeights = field(
         default=PAPER_VC_VAR_WEIGHTS, metadata={"key": "vc_var_weights_coarse_to_fine"}
@@ -237,6 +252,12 @@ class TrainConfig:
             raise ConfigError(
                 f"loss.feature_loss_norm must be one of {FEATURE_LOSS_NORMS}, got {self.loss.feature_loss_norm!r}"
             )
+        if self.loss.occlusion_estimate not in OCCLUSION_ESTIMATES:
+            raise ConfigError(
+                f"loss.occlusion_estimate must be one of {OCCLUSION_ESTIMATES}, got {self.loss.occlusion_estimate!r}"
+            )
+        if self.loss.reg_gradient not in REG_GRADIENTS:
+            raise ConfigError(f"loss.reg_gradient must be one of {REG_GRADIENTS}, got {self.loss.reg_gradient!r}")
         if self.loss.vc_pooling not in VC_POOLINGS:
             raise ConfigError(f"loss.vc_pooling must be one of {VC_POOLINGS}, got {self.loss.vc_pooling!r}")
         if self.data.eval_synthetic_motion not in MOTION_PRESETS:

@@ -13,7 +13,7 @@ from .. import losses as L
 from ..encoder import imagenet_normalize
 from ..levels import COARSEST, LevelWeights
 from ..model import MCJEPA
-from ..ops import backward_warp
+from ..ops import backward_warp, range_map_visibility
 from .config import LossSection
 from .diagnostics import feature_collapse_stats, flow_consistency_stats
 from .schedule import StepPlan
@@ -60,10 +60,11 @@ class MCJEPAObjective(nn.Module):
         if plan.detach_encoder_for_motion:
             feats1 = [f.detach() for f in feats1]
             feats2 = [f.detach() for f in feats2]
-        if plan.occlusion:  # L_rec and L_cycle skip pixels that fail the forward-backward check
-            occ_fwd = L.forward_backward_occlusion(fwd.flow, bwd.flow)
-            occ_bwd = L.forward_backward_occlusion(bwd.flow, fwd.flow) if cfg.pixel_losses_both_directions else None
-            level_masks = [L.forward_backward_occlusion(f, b) for f, b in zip(fwd.level_flows, bwd.level_flows)]
+        if plan.occlusion:  # L_rec and L_cycle skip the pixels the occlusion estimate marks occluded
+            visible = self._visibility
+            occ_fwd = visible(fwd.flow, bwd.flow)
+            occ_bwd = visible(bwd.flow, fwd.flow) if cfg.pixel_losses_both_directions else None
+            level_masks = [visible(f, b) for f, b in zip(fwd.level_flows, bwd.level_flows)]
         else:  # explicit all-ones masks: cycle_consistency_loss would compute its own from None
             occ_fwd = occ_bwd = None
             level_masks = [torch.ones_like(f[:, :1]) for f in fwd.level_flows]
@@ -98,6 +99,13 @@ class MCJEPAObjective(nn.Module):
         out.update(flow_consistency_stats(fwd.flow, bwd.flow, occ_fwd))
         return out
 
+    def _visibility(self, flow: Tensor, other: Tensor) -> Tensor:
+        """``(B, 1, H, W)`` visibility on ``flow``'s source grid (1 = use the pixel), from ``flow`` and
+        the flow of the opposite direction ``other`` (``loss.occlusion_estimate``), no gradient."""
+        if self.cfg.occlusion_estimate == "range_map":
+            return range_map_visibility(other)
+        return L.forward_backward_occlusion(flow, other)
+
     def _feature_regression(
         self, source: list[Tensor], target: list[Tensor], level_flows: list[Tensor], levels: tuple[int, ...]
     ) -> Tensor:
@@ -112,6 +120,8 @@ class MCJEPAObjective(nn.Module):
             self.reg_weights,
             mask_out_of_image=cfg.reg_mask_out_of_image,
             feature_norm=cfg.feature_loss_norm,
+            flow_grad=cfg.reg_gradient != "features",
+            feature_grad=cfg.reg_gradient != "flow",
         )
 
     def _pixel_losses(
@@ -122,7 +132,9 @@ class MCJEPAObjective(nn.Module):
         cfg = self.cfg
         warped, inside = backward_warp(target, flow, return_mask=True)
         mask = inside if occlusion is None else inside * occlusion
-        rec = L.photometric_loss(source, warped, mask, l1=cfg.photo_l1, l2=cfg.photo_l2, ssim=cfg.photo_ssim)
+        rec = L.photometric_loss(
+            source, warped, mask, l1=cfg.photo_l1, l2=cfg.photo_l2, ssim=cfg.photo_ssim, census=cfg.photo_census
+        )
         smooth = cfg.smooth_weight * L.smoothness_loss(flow, source, edge_factor=cfg.smooth_edge_factor)
         return rec, smooth
 
