@@ -216,6 +216,9 @@ QUICK_OVERRIDES = (
 )
 # every run: one thread per run (deterministic on a given machine), no release export
 COMMON_OVERRIDES = ("run.export_release=false", "run.tensorboard=false")
+# the grid measures the paper's balance of the two streams (alpha = 0.1, L_reg training features
+# and flows), not the demo's (docs/scaling.md); applied before each cell's own keys, so alpha_1 wins
+PAPER_BALANCE = ('loss.reg_gradient="both"', "loss.alpha=0.1")
 
 VERDICT_RULE = (
     "Verdict per metric, cell vs `baseline`, paired by seed (each seed draws its own held-out "
@@ -231,7 +234,7 @@ VERDICT_RULE = (
 
 def cell_config_overrides(cell: Cell, seed: int, quick: bool) -> list[str]:
     """The full override list for ``load_config("demo", ...)``: the cell's, the run's, --quick's."""
-    return [*cell.overrides, *COMMON_OVERRIDES, f"run.seed={seed}", *(QUICK_OVERRIDES if quick else ())]
+    return [*PAPER_BALANCE, *cell.overrides, *COMMON_OVERRIDES, f"run.seed={seed}", *(QUICK_OVERRIDES if quick else ())]
 
 
 def result_path(out_dir: Path, cell: str, seed: int) -> Path:

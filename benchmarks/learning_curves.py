@@ -12,8 +12,10 @@ different schedules (the cosine decay ends at the last step) and are kept apart:
 ``recipe (300 steps)`` beside ``recipe (1200 steps)``.
 A rerun resumes a killed run from its newest checkpoint (``--resume``), scores only the
 checkpoints not scored yet, and rewrites ``DIR/learning_curves.json``, ``DIR/learning_curves.md``
-(mean over seeds, ± half the spread) and the plot from every score on disk. Phase boundaries keep their epoch marks (the demo's motion starts at step 30 and
-L_vc at step 60 whatever ``--steps``); the cosine decay stretches to the last step.
+(mean over seeds, ± half the spread) and the plot from every score on disk. Phase boundaries
+keep their epoch marks (the demo's motion starts at step 30 and L_vc at step 60 whatever
+``--steps``); the cosine decay stretches to the last step. The final checkpoint's encoder is
+also scored on Fashion-MNIST k-NN when Debian's ``dataset-fashion-mnist`` is installed.
 
 Scores per checkpoint (all held out: dataset seeds no training set uses):
 
@@ -43,28 +45,30 @@ import torch
 
 from mcjepa.io_atomic import atomic_write_bytes, json_bytes
 
-# name -> (config, overrides). "recipe" is the whole MC-JEPA objective as the `demo` ships it;
-# "pixels" the photometric losses alone on the motion stream (flow-demo at the demo's sizes).
+# name -> (config, overrides). "recipe" is the whole MC-JEPA objective as the `demo` config had it
+# before docs/scaling.md (the paper's alpha = 0.1 and L_reg training features and flows);
+# "pixels" the photometric losses alone on the motion stream (flow-demo at the demo's sizes); the
+# others are "recipe" plus the changes docs/scaling.md measures. "scaled" is the `demo` config as
+# it ships now.
+_PAPER_BALANCE = ("loss.reg_gradient=both", "loss.alpha=0.1")
 CELLS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "recipe": ("demo", ()),
+    "recipe": ("demo", _PAPER_BALANCE),
     "pixels": (
         "flow-demo",
         ("schedule.steps_per_epoch=30", "data.motion[0].size=[64,96]", "data.eval_synthetic_size=[96,128]"),
     ),
-    "recipe_reg_features": ("demo", ("loss.reg_gradient=features",)),
-    "recipe_reg_flow": ("demo", ("loss.reg_gradient=flow",)),
-    "recipe_census": ("demo", ("loss.photo_census=1.0",)),
-    "recipe_encoder_lr": ("demo", ("optim.lr_encoder=3e-4", "optim.lr_expander=3e-4")),
-    "recipe_range_map": ("demo", ("loss.occlusion_estimate=range_map",)),
-    "recipe_reg_flow_alpha1": ("demo", ("loss.reg_gradient=flow", "loss.alpha=1.0")),
-    "recipe_crop128x192": ("demo", ("data.motion[0].size=[128,192]",)),
-    "pixels_crop128x192": (
-        "flow-demo",
-        ("schedule.steps_per_epoch=30", "data.motion[0].size=[128,192]", "data.eval_synthetic_size=[96,128]"),
+    "recipe_reg_features": ("demo", (*_PAPER_BALANCE, "loss.reg_gradient=features")),
+    "recipe_reg_flow": ("demo", (*_PAPER_BALANCE, "loss.reg_gradient=flow")),
+    "recipe_census": ("demo", (*_PAPER_BALANCE, "loss.photo_census=1.0")),
+    "recipe_range_map": ("demo", (*_PAPER_BALANCE, "loss.occlusion_estimate=range_map")),
+    "recipe_encoder_lr": ("demo", (*_PAPER_BALANCE, "optim.lr_encoder=3e-4", "optim.lr_expander=3e-4")),
+    "recipe_reg_flow_alpha1": ("demo", (*_PAPER_BALANCE, "loss.reg_gradient=flow", "loss.alpha=1.0")),
+    "recipe_reg_flow_alpha1_static": (
+        "demo",
+        (*_PAPER_BALANCE, "loss.reg_gradient=flow", "loss.alpha=1.0", "data.motion[0].static_fraction=0.1"),
     ),
-    "recipe_small": ("demo", ('model.variant="small"',)),
-    "recipe_static": ("demo", ("data.motion[0].static_fraction=0.1",)),
-    "recipe_features_census": ("demo", ("loss.reg_gradient=features", "loss.photo_census=1.0")),
+    "recipe_crop128x192": ("demo", (*_PAPER_BALANCE, "data.motion[0].size=[128,192]")),
+    "scaled": ("demo", ()),
 }
 STEPS_PER_EPOCH = 30  # every cell's schedule.steps_per_epoch (the demo's)
 SETS = {
@@ -73,6 +77,7 @@ SETS = {
     "real_texture_96x128": (32, (96, 128), "bundled"),
     "real_texture_192x256": (16, (192, 256), "bundled"),
 }
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (content check)
 REAL_TEXTURE_SEED_OFFSET = 10_000  # mcjepa.eval.flow_eval's offset for held-out real-texture pairs
 
 
@@ -174,7 +179,25 @@ def score_run(out_dir: Path, cell: str, steps: int, seed: int) -> dict[str, Any]
         model, _ = model_from_checkpoint(ckpt)
         record["steps"][step] = score_method(_model_method(model.eval()), sets)
         atomic_write_bytes(path, json_bytes(record))
+    final = _cell_dir(out_dir, cell, steps, seed) / "checkpoints" / f"ckpt_{steps:09d}.pt"
+    if "content" not in record and final.exists() and Path(FASHION_MNIST_ROOT).is_dir():
+        record["content"] = content_scores(model_from_checkpoint(final)[0].eval(), seed)
+        atomic_write_bytes(path, json_bytes(record))
     return record
+
+
+def content_scores(model, seed: int) -> dict[str, float]:
+    """Fashion-MNIST weighted 20-NN top-1 (%) of the encoder's pooled embedding (first 5,000 train /
+    2,000 test images at 64 px, the demo's end-of-run check), with a random encoder of the same
+    variant (seed ``seed``) and raw pixels beside it."""
+    from mcjepa.model import MCJEPA
+    from mcjepa.train.evaluate import content_knn
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random_encoder = MCJEPA(model.config, flow_head=False).encoder
+    res = content_knn(model.encoder, random_encoder, 0, seed=seed, fashion_mnist_root=FASHION_MNIST_ROOT)
+    return {k: 100.0 * v for k, v in res.items()}
 
 
 def _uint8(image: torch.Tensor) -> torch.Tensor:
@@ -204,9 +227,12 @@ def baselines(out_dir: Path, seed: int) -> dict[str, dict[str, float]]:
 def summarize(out_dir: Path) -> dict[str, Any]:
     """Every score on disk as ``{"<cell> (<N> steps)": {step: {metric: [per seed]}}}`` plus the baselines."""
     cells: dict[str, dict[str, dict[str, list[float]]]] = {}
+    content: dict[str, dict[str, list[float]]] = {}
     for path in sorted((out_dir / "scores").glob("*.json")):
         rec = json.loads(path.read_text())
         label = f"{rec['cell']} ({rec['schedule_steps']} steps)"
+        for metric, value in rec.get("content", {}).items():
+            content.setdefault(label, {}).setdefault(metric, []).append(value)
         for step, scores in rec["steps"].items():
             for metric, value in scores.items():
                 cells.setdefault(label, {}).setdefault(step, {}).setdefault(metric, []).append(value)
@@ -218,6 +244,7 @@ def summarize(out_dir: Path) -> dict[str, Any]:
             if c in CELLS
         },
         "scores": cells,
+        "content": content,
         "baselines": base,
     }
     atomic_write_bytes(out_dir / "learning_curves.json", json_bytes(summary))
@@ -244,34 +271,51 @@ def markdown(summary: dict[str, Any]) -> str:
         if vals:
             cells = [f"{sum(v[m] for v in vals) / len(vals):.3f}" for m in metrics]
             rows.append(f"| {name} | - | {len(vals)} | " + " | ".join(cells) + " |")
-    return head + "\n".join(rows) + "\n"
+    text = head + "\n".join(rows) + "\n"
+    if summary.get("content"):
+        text += "\n| cell (final checkpoint) | seeds | Fashion-MNIST k-NN % | random encoder | raw pixels |\n|---|---|---|---|---|\n"
+        for label, vals in summary["content"].items():
+            n = len(vals["fmnist_knn"])
+            cells = [
+                f"{sum(v) / len(v):.1f}" + (f" ± {(max(v) - min(v)) / 2:.1f}" if len(v) > 1 else "")
+                for v in (vals[k] for k in ("fmnist_knn", "fmnist_knn_random", "fmnist_knn_pixels"))
+            ]
+            text += f"| `{label}` | {n} | " + " | ".join(cells) + " |\n"
+    return text
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
-    """EPE against steps (log axis), one line per cell (mean over seeds), baselines as lines."""
+def plot(summary: dict[str, Any], path: Path, cells: list[str] | None = None) -> None:
+    """EPE against steps (log axis) per scored set, one line per cell and schedule (mean over
+    seeds; only ``cells`` when given), zero flow, Farnebäck and DIS as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    metrics = list(SETS)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
-    for ax, metric in zip(axes, metrics):
-        for cell, steps in summary["scores"].items():
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for ax, metric in zip(axes.flat, SETS):
+        for label, steps in summary["scores"].items():
+            if cells is not None and label.split(" (")[0] not in cells:
+                continue
             xs = sorted(int(s) for s in steps)
             ys = [sum(steps[str(x)][metric]) / len(steps[str(x)][metric]) for x in xs]
-            ax.plot(xs, ys, marker="o", ms=3, label=cell)
+            ax.plot(xs, ys, marker="o", ms=3, label=label)
         for name, style in (("zero", ":"), ("farneback", "--"), ("dis", "-.")):
             vals = [b[name][metric] for b in summary["baselines"].values() if name in b]
             if vals:
                 ax.axhline(sum(vals) / len(vals), color="grey", ls=style, lw=1, label=name)
         ax.set_xscale("log")
-        ax.set_title(metric.replace("_", " "))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks([150, 300, 600, 1200])
+        ax.set_title(metric.replace("_", " ") + " (held out)")
         ax.set_xlabel("training step")
         ax.set_ylabel("EPE (px)")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             row = " ".join(f"{m} {sum(v) / len(v):.3f}" for m, v in steps[step].items())
             print(f"{cell:<22} step {step:>5}: {row}")
     if args.plot:
-        plot(summary, args.plot)
+        plot(summary, args.plot, args.cells)
     return 0
 
 

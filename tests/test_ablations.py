@@ -182,3 +182,14 @@ def test_verdicts():
     assert v["vc_off"]["epe"] == "no paper claim" and v["vc_off"]["knn"] == "disagrees"
     assert v["sampling_epoch_alternation"]["epe"] == "inconclusive"
     assert v["layernorm_off"]["epe"] == v["layernorm_off"]["rt_epe"] == "agrees (diverged)"
+
+
+def test_grid_measures_the_papers_balance_whatever_the_demo_ships():
+    """The grid pins alpha = 0.1 and L_reg on features and flows (the paper's), before each cell's
+    own keys: `alpha_1` still gets alpha = 1, and a change of the demo's balance leaves the grid's
+    published results reproducible."""
+    cells = {c.name: c for c in ablations.CELLS}
+    base = load_config("demo", ablations.cell_config_overrides(cells["baseline"], seed=0, quick=False))
+    assert (base.loss.alpha, base.loss.reg_gradient) == (0.1, "both")
+    alpha = load_config("demo", ablations.cell_config_overrides(cells["alpha_1"], seed=0, quick=False))
+    assert (alpha.loss.alpha, alpha.loss.reg_gradient) == (1.0, "both")

@@ -285,7 +285,7 @@ def _first_run(tmp_path, steps=4, *extra):
         ('data.content={type = "synthetic", num_images = 64, image_size = [48, 48], size = 48}', "32", "48"),
         ("schedule.epochs=4", "3.0", "4.0"),
         ("optim.lr_encoder=0.002", "0.001", "0.002"),
-        ("loss.alpha=0.5", "0.1", "0.5"),
+        ("loss.alpha=0.5", "1.0", "0.5"),
         ("run.seed=1", "0", "1"),
     ],
 )

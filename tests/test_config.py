@@ -178,7 +178,7 @@ def test_objective_routes_the_learning_dynamics_keys():
         enc = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
         return out, head, enc
 
-    _, head, enc = grads()
+    _, head, enc = grads('loss.reg_gradient="both"')
     assert head and enc
     _, head, enc = grads('loss.reg_gradient="features"')
     assert not head and enc
