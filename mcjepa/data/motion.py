@@ -80,8 +80,8 @@ class MotionPairs(Dataset):
     size. With ``crop = (h, w)`` both frames are cut at the same random window (frames smaller than
     the crop are upscaled first, see the module docstring); with ``flip`` both are mirrored left-right
     with probability 0.5. With ``static_fraction = p > 0``, an item is a still pair (its first
-    frame twice, true flow zero) with probability ``p``: without such pairs a model never sees
-    that "nothing moves" is an answer and invents motion on still scenes. With ``seed`` set, the
+    frame twice, true flow zero) with probability ``p`` (its effect on the flow a model invents on
+    still scenes is measured in ``docs/scaling.md``: small at p = 0.1). With ``seed`` set, the
     random choices for item ``i`` depend only on ``(seed, epoch, i)`` (see :meth:`set_epoch`).
     ``repeat`` is carried for the batch sampler.
     """
