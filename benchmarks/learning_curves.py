@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from mcjepa.eval.flow_eval import REAL_TEXTURE_SEED_OFFSET  # held-out real-texture pairs: 10000 + seed
 from mcjepa.io_atomic import atomic_write_bytes, json_bytes
 
 # name -> (config, overrides). "recipe" is the whole MC-JEPA objective as the `demo` config had it
@@ -78,7 +79,6 @@ SETS = {
     "real_texture_192x256": (16, (192, 256), "bundled"),
 }
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (content check)
-REAL_TEXTURE_SEED_OFFSET = 10_000  # mcjepa.eval.flow_eval's offset for held-out real-texture pairs
 
 
 def run_name(cell: str, steps: int, seed: int) -> str:
