@@ -70,6 +70,7 @@ CELLS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "recipe_crop128x192": ("demo", (*_PAPER_BALANCE, "data.motion[0].size=[128,192]")),
     "scaled": ("demo", ()),
+    "scaled_coarsest3": ("demo", ("model.flow_head.coarsest_level=3",)),
 }
 STEPS_PER_EPOCH = 30  # every cell's schedule.steps_per_epoch (the demo's)
 SETS = {

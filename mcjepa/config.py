@@ -62,6 +62,11 @@ class FlowHeadConfig:
     # Speed knob, not in the paper: index (fine-to-coarse) of the finest pyramid level the head
     # runs at. 0 = stride 2 (the paper); 1 = stride 4 as in PWC-Net, ~4x cheaper.
     finest_level: int = 0
+    # Index of the coarsest pyramid level the head starts at; -1 = the encoder's coarsest (the
+    # paper: all six levels). On small inputs the coarse levels are a few positions wide (a 64x96
+    # crop gives 2x3 at stride 32, 1x2 at stride 64) and their flow carries no information;
+    # starting lower leaves them to the content stream (docs/scaling.md).
+    coarsest_level: int = -1
     leaky_relu_slope: float = 0.1  # (PWC-Net / PWC-Lite)
     # Input-image pixels of flow per unit of the decoder's and context network's outputs, the
     # same at every level (a level of stride s adds ``output * output_pixels_per_unit / s`` of its

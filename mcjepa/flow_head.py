@@ -115,17 +115,29 @@ class FlowHead(nn.Module):
     def __init__(self, config: FlowHeadConfig | None, pyramid_channels: tuple[int, ...]) -> None:
         super().__init__()
         cfg = config or FlowHeadConfig()
-        if not 0 <= cfg.finest_level < len(pyramid_channels):
-            raise ValueError(f"finest_level must be in [0, {len(pyramid_channels) - 1}], got {cfg.finest_level}")
+        n = len(pyramid_channels)
+        if not 0 <= cfg.finest_level < n:
+            raise ValueError(f"flow_head.finest_level must be in [0, {n - 1}], got {cfg.finest_level}")
+        coarsest = n - 1 if cfg.coarsest_level == -1 else cfg.coarsest_level
+        if not cfg.finest_level <= coarsest < n:
+            raise ValueError(
+                f"flow_head.coarsest_level must be -1 (the coarsest) or in [{cfg.finest_level}, {n - 1}] "
+                f"(at least finest_level), got {cfg.coarsest_level}"
+            )
         if len(cfg.context_widths) != len(cfg.context_dilations):
             raise ValueError("context_widths and context_dilations must have the same length")
         if cfg.output_pixels_per_unit <= 0:
             raise ValueError(f"output_pixels_per_unit must be > 0, got {cfg.output_pixels_per_unit}")
         self.config = cfg
         self.pyramid_channels = tuple(pyramid_channels)
+        self._coarsest = coarsest
         reduced = cfg.width(cfg.reduced_channels)
-        # one 1x1 reduction per pyramid level so that a single decoder serves every level
-        self.reducers = nn.ModuleList(nn.Conv2d(c, reduced, 1) for c in self.pyramid_channels)
+        # one 1x1 reduction per pyramid level so that a single decoder serves every level; the
+        # levels above coarsest_level hold an empty Identity (keys stay indexed by pyramid level,
+        # and releases made before coarsest_level existed load unchanged)
+        self.reducers = nn.ModuleList(
+            nn.Conv2d(c, reduced, 1) if i <= coarsest else nn.Identity() for i, c in enumerate(self.pyramid_channels)
+        )
         cost_channels = (2 * cfg.max_displacement + 1) ** 2
         self.decoder = DenseDecoder(
             cost_channels + reduced + 2,
@@ -163,7 +175,7 @@ class FlowHead(nn.Module):
     @property
     def levels(self) -> tuple[int, ...]:
         """Pyramid indices the head estimates a flow at, fine to coarse."""
-        return tuple(range(self.config.finest_level, len(self.pyramid_channels)))
+        return tuple(range(self.config.finest_level, self._coarsest + 1))
 
     def _check(self, feats_src: list[Tensor], feats_tgt: list[Tensor]) -> None:
         n = len(self.pyramid_channels)

@@ -132,6 +132,34 @@ def test_finest_level_knob_stops_at_stride_4():
     assert out.levels == (1, 2, 3, 4, 5) and out.flow.shape == (1, 2, 64, 64)
 
 
+def test_coarsest_level_knob_starts_the_head_lower():
+    """``coarsest_level = 3``: the head estimates levels 1-3 only, starting from zero flow at
+    level 3 (one decoder bias of one unit then gives 3 levels x 0.5 px), and holds no reducer
+    weights for the levels above it, while the remaining keys keep their pyramid index."""
+    from dataclasses import replace
+
+    base = model_config("micro")
+    head_cfg = replace(base.flow_head, finest_level=1, coarsest_level=3, context_network=False)
+    model = build_model(replace(base, flow_head=head_cfg)).eval()
+    with torch.no_grad():
+        model.flow_head.decoder.predict_flow.bias.copy_(torch.tensor([1.0, 1.0]))
+        out = model.estimate_flow(torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96))
+    assert out.levels == (1, 2, 3) and len(out.level_flows) == 3
+    torch.testing.assert_close(out.flow, torch.full((1, 2, 64, 96), 1.5))
+    reducer_keys = {k.split(".")[1] for k in model.flow_head.state_dict() if k.startswith("reducers.")}
+    assert reducer_keys == {"0", "1", "2", "3"}
+
+
+@pytest.mark.parametrize("coarsest", [0, 6, -2])
+def test_coarsest_level_out_of_range_is_a_clear_error(coarsest):
+    from dataclasses import replace
+
+    base = model_config("micro")
+    cfg = replace(base, flow_head=replace(base.flow_head, finest_level=1, coarsest_level=coarsest))
+    with pytest.raises(ValueError, match="flow_head.coarsest_level must be -1"):
+        build_model(cfg)
+
+
 def test_layernorm_switch_removes_norms():
     cfg = model_config("micro")
     no_ln = ModelConfig(
