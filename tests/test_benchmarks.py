@@ -364,3 +364,25 @@ def test_learning_curves_trains_scores_every_checkpoint_and_resumes(tmp_path, mo
     # reach the head, and the total's gradient there is their sum
     assert "ssl" not in res and res["reg"]["head"]["norm"] == 0.0 and res["rec"]["head"]["norm"] > 0
     assert res["total"]["head"]["norm"] <= res["rec"]["head"]["norm"] + res["smooth"]["head"]["norm"] + 1e-6
+
+
+def test_still_scenes_scores_zero_flow_and_a_method_that_invents_motion():
+    """Zero flow: no still-scene flow and a warp error equal to the frames' mean absolute
+    difference. A method that always answers (1, 0) px: 1 px of still-scene flow everywhere."""
+    from benchmarks.still_scenes import still_scene_scores
+    from mcjepa.eval.baselines import zero_flow
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8, generator=g)
+    b = torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8, generator=g)
+
+    def one_pixel_right(image1, image2):
+        return torch.stack((torch.ones(image1.shape[-2:]), torch.zeros(image1.shape[-2:])))
+
+    out = still_scene_scores({"zero": zero_flow, "right": one_pixel_right}, [(a, b)], still_photos=2)
+    assert out["n_video_pairs"] == 1 and out["video_size"] == [40, 48]
+    zero, right = out["methods"]["zero"], out["methods"]["right"]
+    assert zero["still_flow_photos_96x128"] == 0.0 and zero["still_flow_video"] == 0.0
+    expected = (a.float() - b.float()).abs().div(255).mean().item()
+    assert abs(zero["video_mae_all"] - expected) < 1e-6 and zero["video_visible_fraction"] == 1.0
+    assert right["still_flow_photos_96x128"] == right["still_flow_video"] == 1.0
