@@ -8,6 +8,10 @@ Two measures, each beside zero flow, OpenCV DIS (medium) and Farnebäck:
 * ``still_flow``: mean |flow| (pixels) of a frame against itself, on the first frames of the
   held-out real-texture pairs at 96x128 (the five bundled photos, dataset seed 10000) and on
   frames of the video at ``--size``; 0 for a method that does not invent motion;
+* occlusion estimates: on the held-out pairs (with their true occlusion) and on the still
+  photos, the share of pixels the forward-backward check and the range map keep for the
+  photometric loss; a flow with a constant error ``d`` fails the forward-backward check where
+  ``|2d|`` exceeds about 0.7 px even on a still pair, hiding exactly those pixels from the loss;
 * ``video``: on ``--pairs`` evenly spaced consecutive-frame pairs of ``--video`` (default
   opencv-doc's ``vtest.avi``, a fixed camera over a hall where a few people walk), the mean
   absolute warp error of frame 2 warped onto frame 1 in [0, 1] units
@@ -31,6 +35,7 @@ from mcjepa.data.video import VideoFramePairs
 from mcjepa.eval.baselines import get_baseline
 from mcjepa.eval.flow_eval import REAL_TEXTURE_SEED_OFFSET, model_method, open_flow_dataset
 from mcjepa.eval.real_pairs import photometric_errors
+from mcjepa.ops import forward_backward_occlusion, range_map_visibility
 
 from .common import write_json
 
@@ -56,23 +61,36 @@ def still_scene_scores(
 
     Returns ``{"n_video_pairs", "video_size", "methods": {name: {"still_flow_photos_96x128",
     "still_flow_video" (pixels), "video_mae_all", "video_mae_visible" ([0, 1] units),
-    "video_visible_fraction"}}}``.
+    "video_visible_fraction", "visible_*" (fractions)}}}``: ``visible_*`` are the shares of
+    pixels the forward-backward check (on still photos and on the moving held-out pairs) and the
+    range map (moving pairs) keep, beside the true share of non-occluded pixels.
     """
     photos = open_flow_dataset(
         "real-texture", real_texture_pairs=still_photos, real_texture_size=(96, 128), seed=REAL_TEXTURE_SEED_OFFSET
     )
     out: dict[str, Any] = {"n_video_pairs": len(items), "video_size": list(items[0][0].shape[-2:]), "methods": {}}
     for name, fn in methods.items():
-        still_photo = [
-            float(torch.as_tensor(fn(s.image1, s.image1)).norm(dim=0).mean())
-            for s in (photos[i] for i in range(len(photos)))
-        ]
+        still_photo, fb_still, fb_moving, range_moving, truth = [], [], [], [], []
+        for s in (photos[i] for i in range(len(photos))):
+            still = torch.as_tensor(fn(s.image1, s.image1)).float()[None]
+            still_photo.append(float(still.norm(dim=1).mean()))
+            fb_still.append(float(forward_backward_occlusion(still, still).float().mean()))
+            fwd = torch.as_tensor(fn(s.image1, s.image2)).float()[None]
+            bwd = torch.as_tensor(fn(s.image2, s.image1)).float()[None]
+            fb_moving.append(float(forward_backward_occlusion(fwd, bwd).float().mean()))
+            range_moving.append(float(range_map_visibility(bwd).float().mean()))
+            truth.append(1.0 - float(s.occluded.float().mean()))
         still_video, errs = [], []
         for a, b in items:
             still_video.append(float(torch.as_tensor(fn(a, a)).norm(dim=0).mean()))
             errs.append(photometric_errors(a, b, torch.as_tensor(fn(a, b)), torch.as_tensor(fn(b, a))))
         out["methods"][name] = {
             "still_flow_photos_96x128": _mean(still_photo),
+            # share of pixels each occlusion estimate keeps for the photometric loss (1 = all)
+            "visible_fb_still_photos": _mean(fb_still),
+            "visible_fb_moving_photos": _mean(fb_moving),
+            "visible_range_map_moving_photos": _mean(range_moving),
+            "visible_truth_moving_photos": _mean(truth),
             "still_flow_video": _mean(still_video),
             "video_mae_all": _mean([e["mae_all"] for e in errs]),
             "video_mae_visible": _mean([e["mae_visible"] for e in errs]),
@@ -101,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, s in scores["methods"].items():
         print(
             f"{name:10s} still |flow| photos {s['still_flow_photos_96x128']:.3f} px, video "
-            f"{s['still_flow_video']:.3f} px; video warp error {s['video_mae_all']:.4f}"
+            f"{s['still_flow_video']:.3f} px; video warp error {s['video_mae_all']:.4f}; visible: forward-backward "
+            f"{s['visible_fb_still_photos']:.2f} still, {s['visible_fb_moving_photos']:.2f} moving, range map "
+            f"{s['visible_range_map_moving_photos']:.2f}, truth {s['visible_truth_moving_photos']:.2f}"
         )
     write_json(args.out, "still_scenes", args, torch.device("cpu"), [scores])
 
