@@ -426,22 +426,25 @@ def test_pipe_progress_is_lines_and_threads_are_set(tmp_path, capsys, patched_lo
         torch.set_num_threads(before)
 
 
-def test_default_working_size_limit_and_max_flow(tmp_path, capsys, patched_load, monkeypatch):
+def test_large_frames_need_a_max_size_choice_and_max_flow(tmp_path, capsys, patched_load, monkeypatch):
     import mcjepa.cli.flow as cli
 
-    monkeypatch.setattr(cli, "DEFAULT_MAX_SIZE", 64)  # frames are 96x64: above this limit
+    monkeypatch.setattr(cli, "LARGE_FRAME_MEGAPIXELS", 0.005)  # frames are 96x64 = 0.006 megapixels
     frames = _frames(3)
     folder = _folder(tmp_path, frames)
-    assert main([str(folder), "-o", f"{tmp_path}/a/", "--save-flo", str(tmp_path / "fa")]) == 0
-    text = capsys.readouterr().out
-    assert "note: frames are 96x64 (W x H): the model runs on them downscaled to 64x43" in text
-    assert "--max-size 0 runs at full size" in text
+    Image.fromarray(frames[0]).save(tmp_path / "a.png")
+    Image.fromarray(frames[1]).save(tmp_path / "b.png")
+    for argv in ([str(folder), "-o", f"{tmp_path}/a/"], [str(tmp_path / "a.png"), str(tmp_path / "b.png")]):
+        assert main([*argv, "--device", "cpu"]) == 2
+        _assert_error(capsys, "frames are 96x64 (W x H, 0.0 megapixels), above the 0.005 megapixels run at full size")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "flow.png").exists()
+    # --max-size PX downscales; the flow is in input pixels
+    assert main([str(folder), "-o", f"{tmp_path}/a/", "--save-flo", str(tmp_path / "fa"), "--max-size", "64"]) == 0
     expected = video_flow.estimate_resized(_t(frames[0]), _t(frames[1]), patched_load, max_size=64)
     torch.testing.assert_close(flow.read_flo(tmp_path / "fa" / "000000.flo"), expected, atol=1e-4, rtol=1e-4)
-    # --max-size 0: full size, no note; --max-flow: one colour scale for every pair
+    # --max-size 0: full size; --max-flow: one colour scale for every pair
     argv = [str(folder), "-o", f"{tmp_path}/b/", "--save-flo", str(tmp_path / "fb"), "--max-size", "0"]
     assert main([*argv, "--max-flow", "5", "--layout", "flow"]) == 0
-    assert "note:" not in capsys.readouterr().out
     full = flow.read_flo(tmp_path / "fb" / "000001.flo")
     torch.testing.assert_close(full, flow.estimate(_t(frames[1]), _t(frames[2]), patched_load), atol=1e-4, rtol=1e-4)
     with Image.open(tmp_path / "b" / "000001.png") as im:

@@ -23,13 +23,13 @@ from torch import Tensor
 from ..io_atomic import atomic_writer
 from .common import NO_WEIGHTS_RULE, add_threads_argument, apply_threads, line_buffered_stdout
 
-__all__ = ["DEFAULT_MAX_SIZE", "build_parser", "main"]
+__all__ = ["LARGE_FRAME_MEGAPIXELS", "build_parser", "main"]
 
 _PROG = "mcjepa-flow"
-# the working size limit: frames whose long side is larger run downscaled unless --max-size says
-# otherwise. The bundled model reads large motion better at this size than at 12 megapixels, in a
-# fraction of the time and memory (README, "Large frames")
-DEFAULT_MAX_SIZE = 1024
+# frames above this many megapixels are refused unless --max-size is given: at 12 megapixels one
+# pair took 56 s and 5.1 GiB at full size against 3.4 s and 1.4 GiB at --max-size 1024
+# (benchmarks/large_input.py, README "Large frames"); the user chooses, nothing is resized silently
+LARGE_FRAME_MEGAPIXELS = 4.0
 _OUTPUT_NAME = re.compile(r"^\d{6}$")  # the names a sequence run writes: 000000.png, 000001.flo, ...
 _EPILOG = """\
 examples:
@@ -66,9 +66,9 @@ mcjepa-export. --weights random gives an untrained model (random weights, meanin
 --variant sets its architecture); train your own with `mcjepa-train` and pass its release folder
 to --weights.
 
-Frames larger than 1024 px on their long side run downscaled to 1024 (a note says so; the flow is
-resized back and in input pixels): at 12 megapixels the full-size run needs minutes and gigabytes
-and reads large motion worse. --max-size PX sets the limit, --max-size 0 runs at full size.
+Frames above 4 megapixels need a choice: --max-size PX runs the model on them downscaled (the flow
+is resized back, in input pixels), --max-size 0 at full size (a 12-megapixel pair: about a minute
+and 5 GiB on one CPU thread); without either they are refused before the model runs.
 Arrays and images are RGB; a grayscale frame paired with a colour one is refused.
 On a terminal the progress is a bar; in a pipe or a log file one line per 10% (and every 30 s).
 """
@@ -112,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-size",
         type=int,
         metavar="PX",
-        help=f"downscale frames whose long side is larger before the model runs; the flow is resized back "
-        f"and rescaled to input pixels (default {DEFAULT_MAX_SIZE}; 0: full size)",
+        help="downscale frames whose long side is larger before the model runs; the flow is resized back "
+        f"and rescaled to input pixels (0: full size; default: full size, but frames above "
+        f"{LARGE_FRAME_MEGAPIXELS:g} megapixels are refused until --max-size is given)",
     )
     parser.add_argument(
         "--max-flow",
@@ -244,21 +245,19 @@ def _check_options(args: argparse.Namespace, sequence: bool) -> None:
 
 def _max_size(args: argparse.Namespace) -> int | None:
     """The working size limit in pixels (None: full size)."""
-    if args.max_size is None:
-        return DEFAULT_MAX_SIZE
     return args.max_size or None
 
 
-def _note_default_size(args: argparse.Namespace, height: int, width: int) -> None:
-    """Say so when the default working size limit downscales the frames."""
-    from ..video_flow import resized_size
-
-    if args.max_size is None and max(height, width) > DEFAULT_MAX_SIZE:
-        h, w = resized_size(height, width, DEFAULT_MAX_SIZE)
-        print(
-            f"note: frames are {width}x{height} (W x H): the model runs on them downscaled to {w}x{h} (the default "
-            f"--max-size {DEFAULT_MAX_SIZE}) and the flow is resized back to input pixels; --max-size PX changes the "
-            f"limit, --max-size 0 runs at full size ({width * height / 1e6:.1f} megapixels: slower, far more memory)"
+def _check_large(args: argparse.Namespace, height: int, width: int) -> None:
+    """Refuse frames above :data:`LARGE_FRAME_MEGAPIXELS` when no --max-size was given, saying
+    what each choice costs."""
+    megapixels = height * width / 1e6
+    if args.max_size is None and megapixels > LARGE_FRAME_MEGAPIXELS:
+        raise ValueError(
+            f"frames are {width}x{height} (W x H, {megapixels:.1f} megapixels), above the {LARGE_FRAME_MEGAPIXELS:g} "
+            "megapixels run at full size without asking (a 12-megapixel pair: 56 s and 5.1 GiB at full size, 3.4 s "
+            "and 1.4 GiB downscaled to 1024 px, one CPU thread); pass --max-size 1024 (or another long side in "
+            "pixels) to downscale, or --max-size 0 to run at full size"
         )
     if args.fps is not None and not args.fps > 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
@@ -342,10 +341,11 @@ def _main_pair(args: argparse.Namespace) -> int:
             example = example_pair()
             image1, image2 = example.image1, example.image2
             what = f"the built-in synthetic example pair ({image1.shape[1]}x{image1.shape[2]}, H x W)"
+        height, width = (image1.size[1], image1.size[0]) if isinstance(image1, Image.Image) else image1.shape[-2:]
+        _check_large(args, int(height), int(width))
         threads = apply_threads(args)
         model, device = _load_model(args)
         bf16 = args.bf16 and device.type == "cuda"
-        height, width = (image1.size[1], image1.size[0]) if isinstance(image1, Image.Image) else image1.shape[-2:]
         estimate = estimate_resized(image1, image2, model, max_size=_max_size(args), bf16=bf16).cpu()
         _refuse_nonfinite(estimate)
     except (OSError, ValueError, RuntimeError) as err:  # includes mcjepa.release.WeightsError
@@ -353,7 +353,6 @@ def _main_pair(args: argparse.Namespace) -> int:
 
     print(f"{_PROG}: flow of {what}, model {model.config.name} on {device}, {threads}")
     _print_model(args, model)
-    _note_default_size(args, int(height), int(width))
     magnitude = estimate.norm(dim=0)
     print(
         f"flow: {estimate.shape[1]}x{estimate.shape[2]} px, |flow| mean {magnitude.mean():.3f} px, "
@@ -518,6 +517,7 @@ def _main_sequence(args: argparse.Namespace) -> int:
                 _check_folder_output(path, option)
                 stale += _stale_files(path, suffix, option, args.overwrite)
         sequence = open_sequence(source)
+        _check_large(args, sequence.height, sequence.width)
         fps = Fraction(args.fps).limit_denominator(1001) if args.fps else (sequence.fps or Fraction(10)) / every
         threads = apply_threads(args)
         model, device = _load_model(args)
@@ -531,7 +531,6 @@ def _main_sequence(args: argparse.Namespace) -> int:
     print(f"{_PROG}: flow of {sequence.describe()}{span}, every {every} frame(s), batch {batch}, "
           f"model {model.config.name} on {device}, {threads}")  # fmt: skip
     _print_model(args, model)
-    _note_default_size(args, sequence.height, sequence.width)
     count = end if end is not None else sequence.num_frames
     total = None if count is None else max(0, (count - first - 1) // every)
     outputs = _Outputs(args, output, fps, stale)
