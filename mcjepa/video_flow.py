@@ -290,7 +290,7 @@ def estimate_resized(
     from . import flow  # flow.estimate looked up at call time (tests patch it)
 
     if max_size is None:
-        return flow.estimate(image1, image2, model, bf16=bf16, check_colour=check_colour)
+        return flow.estimate(image1, image2, model, bf16=bf16, **_colour_kwargs(check_colour))
     x1, batched1, _, out_device = prepare_images(image1, "image1")
     x2, batched2, _, _ = prepare_images(image2, "image2")
     check_image_pair(x1, batched1, x2, batched2)
@@ -299,11 +299,17 @@ def estimate_resized(
     (h, w), b = x1.shape[-2:], x1.shape[0]
     size = resized_size(h, w, max_size)
     if size == (h, w):
-        return flow.estimate(image1, image2, model, bf16=bf16, check_colour=check_colour)
+        return flow.estimate(image1, image2, model, bf16=bf16, **_colour_kwargs(check_colour))
     small = F.interpolate(torch.cat((x1, x2)), size=size, mode="bilinear", antialias=True, align_corners=False)
     f = flow.estimate(small[:b].clamp(0.0, 1.0), small[b:].clamp(0.0, 1.0), model, bf16=bf16, check_colour=False)
     f = upsample_flow(f, (h, w)).to(out_device)
     return f if batched1 else f[0]
+
+
+def _colour_kwargs(check_colour: bool) -> dict[str, bool]:
+    """``check_colour`` for :func:`mcjepa.flow.estimate`, passed only when it is off (the
+    default's call stays ``estimate(image1, image2, model, bf16=...)``, as wrappers expect)."""
+    return {} if check_colour else {"check_colour": False}
 
 
 @dataclass

@@ -262,3 +262,12 @@ def test_cli_without_weights_evaluates_the_bundled_model(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["model"]["random_init"] is False
     assert set(res["datasets"]["sintel-clean"]["methods"]) == {"mcjepa"}
+
+
+def test_cli_variant_without_weights_is_refused(tmp_path, capsys):
+    """--variant names the architecture of --weights random; with no weights the bundled model is
+    evaluated, so a --variant alone would be silently ignored: refused, as in mcjepa-flow."""
+    write_sintel(tmp_path / "data", {"alley": (random_frames(2, 40, 56), [random_flow(40, 56)])})
+    argv = ["flow", "--dataset", "sintel-clean", "--root", str(tmp_path / "data"), "--variant", "micro"]
+    assert main([*argv, "--device", "cpu", "--no-progress"]) == 2
+    assert "--variant micro without --weights" in capsys.readouterr().err

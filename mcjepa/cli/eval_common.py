@@ -37,8 +37,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", action="store_true", help="the published weights of --variant")
     g.add_argument(
         "--variant",
-        default="convnext_t",
-        help="architecture of --weights random and of weights that record none (default convnext_t)",
+        default=None,
+        help="architecture of --weights random and of weights that record none (default convnext_t); with no "
+        "--weights it is an error (the bundled model has its own)",
     )
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
     add_threads_argument(g)
@@ -84,16 +85,22 @@ def load_eval_model(args: argparse.Namespace, components: tuple[str, ...], devic
 
     if args.weights == RANDOM_WEIGHTS and args.pretrained:
         raise ValueError("--weights random and --pretrained contradict each other: give one of them")
+    if args.weights is None and not args.pretrained and args.variant is not None:
+        raise ValueError(
+            f"--variant {args.variant} without --weights: with no --weights the trained model bundled with mcjepa is "
+            "evaluated, which has its own architecture; add --weights random for an untrained --variant"
+        )
+    variant = args.variant or "convnext_t"
     weights = args.weights
     if weights is None and not args.pretrained:
         weights = f"{BUNDLED_SCHEME}{DEFAULT_MODEL}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         warnings.filterwarnings("default", message=".* was NOT verified")  # an unhashed weights file shows
-        model = load_for_eval(None if weights == RANDOM_WEIGHTS else weights, args.variant, args.pretrained,
+        model = load_for_eval(None if weights == RANDOM_WEIGHTS else weights, variant, args.pretrained,
                               components, device)  # fmt: skip
     if not has_weights(args):
-        print(f"note: --weights random: evaluating a randomly initialised {args.variant!r} (a reference, not a result)")
+        print(f"note: --weights random: evaluating a randomly initialised {variant!r} (a reference, not a result)")
     else:
         print(f"model: {getattr(model, 'weights_description', None) or weights}")
     return model
