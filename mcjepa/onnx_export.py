@@ -10,21 +10,21 @@ The graph (:class:`OnnxFlowModel`):
   ImageNet normalisation is inside the graph.
 * output ``flow``: float32 ``(B, 2, H, W)`` in pixels, u (+x right) then v (+y down), from
   image1 to image2 (the :mod:`mcjepa.flow` convention).
-* dynamic axes: ``batch``, ``height`` and ``width``. H and W must be multiples of 32 (the
-  network stride), at least 32: pad other frames (replicate, right and bottom) and crop the flow
-  back, as :func:`mcjepa.flow.estimate` does; the padding and cropping are not in the graph.
+* dynamic axes: ``batch``, ``height`` and ``width``; any H and W from 32 up. The graph pads the
+  frames to a multiple of 32 (the network stride; replicate, right and bottom) and crops the flow
+  back, as :func:`mcjepa.flow.estimate` does, so both give the same flow at every size.
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)`` by default (opset
 :data:`DEFAULT_OPSET`): it exports this model in seconds. PyTorch marks it deprecated in favour
 of the ``torch.export``-based exporter, selectable with ``exporter="dynamo"`` (needs
-``onnxscript``): it also exports the model with dynamic batch, height and width (H and W multiples
-of 32 from 64 up) and onnxruntime matched PyTorch to 6e-6 px, but its symbolic shape analysis of
+``onnxscript``): it also exports the model with dynamic batch, height and width (its shape
+constraints keep H and W multiples of 32 from 64 up) and onnxruntime matched PyTorch to 6e-6 px, but its symbolic shape analysis of
 the flow head's per-level arithmetic took 727 s for the tiny ``micro`` model on this project's
 shared 2-core CPU (the TorchScript exporter: 9 s), so it is not the default. Its example input
 has a batch of 2: with 1, ``torch.export`` specialises the batch to 1.
 
-Not in the graph: bfloat16 autocast (the export is float32), the input validation and padding
-of :func:`mcjepa.flow.estimate`, the expander (training only).
+Not in the graph: bfloat16 autocast (the export is float32), the input validation of
+:func:`mcjepa.flow.estimate`, the expander (training only).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import imagenet_normalize
@@ -71,8 +72,9 @@ class OnnxCheckError(RuntimeError):
 
 
 class OnnxFlowModel(nn.Module):
-    """What is exported: ``[0, 1]`` RGB frames -> ImageNet normalisation -> encoder + flow head
-    -> ``(B, 2, H, W)`` flow in pixels. ``H`` and ``W`` must be multiples of 32."""
+    """What is exported: ``[0, 1]`` RGB frames -> ImageNet normalisation -> padding to a multiple
+    of 32 (replicate, right and bottom, as :func:`mcjepa.flow.estimate`) -> encoder + flow head ->
+    ``(B, 2, H, W)`` flow in pixels, cropped back to the input size."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -81,7 +83,11 @@ class OnnxFlowModel(nn.Module):
         self.model = model
 
     def forward(self, image1: Tensor, image2: Tensor) -> Tensor:
-        return self.model(imagenet_normalize(image1), imagenet_normalize(image2))
+        h, w = image1.shape[-2], image1.shape[-1]
+        pad_h, pad_w = (32 - h % 32) % 32, (32 - w % 32) % 32  # traced as shape arithmetic: dynamic
+        frames = F.pad(imagenet_normalize(torch.cat((image1, image2))), (0, pad_w, 0, pad_h), mode="replicate")
+        n = image1.shape[0]
+        return self.model(frames[:n], frames[n:])[:, :, :h, :w]
 
 
 @dataclass
@@ -99,10 +105,13 @@ class OnnxExportResult:
     checks: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def _sizes(self) -> str:
+        return "any H, W >= 32" if self.exporter == "torchscript" else "H, W multiples of 32"
+
     def summary(self) -> str:
         lines = [
             f"wrote {self.path} ({self.path.stat().st_size / 2**20:.1f} MiB): exporter {self.exporter}, "
-            f"opset {self.opset}, dynamic batch/height/width (H, W multiples of 32), {self.export_seconds:.1f} s"
+            f"opset {self.opset}, dynamic batch/height/width ({self._sizes()}), {self.export_seconds:.1f} s"
         ]
         for c in self.checks:
             b, _, h, w = c["shape"]
@@ -130,17 +139,18 @@ def onnxruntime_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _resolve_model(model: nn.Module | None, weights: str | os.PathLike | None, variant: str) -> nn.Module:
+def _resolve_model(model: nn.Module | None, weights: str | os.PathLike | None, variant: str | None) -> nn.Module:
+    """``model``, or :func:`mcjepa.flow.load` of ``weights`` (None: the bundled trained model;
+    ``"random"``: an untrained ``variant``)."""
     if model is not None and weights is not None:
         raise ValueError("give model= or weights=, not both")
     if model is None:
         from . import flow
 
-        model = flow.load(weights, variant=variant) if weights is not None else None
-        if model is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # said in the result's notes instead
-                model = flow.load(flow.RANDOM_WEIGHTS, variant=variant)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # an untrained model is said in the result's notes
+            warnings.filterwarnings("default", message=".* was NOT verified")  # an unhashed weights file shows
+            model = flow.load(weights, variant=variant)
     return model
 
 
@@ -156,7 +166,7 @@ def export_onnx(
     model: nn.Module | None = None,
     *,
     weights: str | os.PathLike | None = None,
-    variant: str = "convnext_t",
+    variant: str | None = None,
     exporter: str = "torchscript",
     opset: int | None = None,
     sample_size: tuple[int, int] = (64, 96),
@@ -170,13 +180,16 @@ def export_onnx(
     Args:
         path: the ``.onnx`` file to write (weights inside it, no external data file).
         model: an :class:`~mcjepa.model.MCJEPA` with a flow head; or give ``weights`` (any
-            form :func:`mcjepa.flow.load` takes); with neither, an untrained ``variant``.
+            form :func:`mcjepa.flow.load` takes); with neither, the trained model bundled with
+            mcjepa, as ``flow.load()``. ``weights="random"``: an untrained ``variant`` (default
+            ``convnext_t``).
         exporter: ``"torchscript"`` (default) or ``"dynamo"`` (see the module docstring).
         opset: ONNX opset, at least 16 (GridSample); default :data:`DEFAULT_OPSET` (17) for
             TorchScript, 18 for dynamo (the lowest it implements). The result gives the file's.
         sample_size: ``(H, W)`` of the tracing input, multiples of 32 (64 or more for dynamo).
         check: run the file in onnxruntime (CPU) on a random batch of two pairs at
-            ``sample_size`` and on the built-in example pair (96x128), and compare with PyTorch.
+            ``sample_size``, on the built-in example pair (96x128) and (TorchScript exporter) on
+            a pair of a size that is no multiple of 32, and compare with PyTorch.
         atol, rtol: each check must give ``max |onnxruntime - PyTorch| <= atol + rtol *
             max |flow|`` pixels, else :class:`OnnxCheckError` is raised (the file stays).
         verbose: print the summary.
@@ -255,7 +268,11 @@ def export_onnx(
             "(export trained weights for a meaningful check)"
         )
     if check:
-        result.checks = check_onnx(path, model, sample_size=(h, w), atol=atol, rtol=rtol)
+        extra = None
+        if exporter == "torchscript":  # the padding inside the graph, at a size that needs it
+            odd = torch.rand(2, 1, 3, h + 6, w + 4, generator=gen)
+            extra = {"odd-size pair": (odd[0], odd[1])}
+        result.checks = check_onnx(path, model, sample_size=(h, w), atol=atol, rtol=rtol, extra=extra)
     if verbose:
         print(result.summary())
     failed = [c for c in result.checks if not c["ok"]]
@@ -275,15 +292,17 @@ def check_onnx(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     extra: dict[str, tuple[Tensor, Tensor]] | None = None,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Compare the ONNX file's flow (onnxruntime, CPU) with ``model``'s (PyTorch, CPU, float32)
     on a random batch of two pairs at ``sample_size``, on the built-in example pair (96x128)
     and on any ``extra`` named ``(image1, image2)`` float [0, 1] batches. Returns one dict per
-    comparison (see :class:`OnnxExportResult`); raises nothing itself."""
+    comparison (see :class:`OnnxExportResult`); raises nothing itself. onnxruntime runs on
+    ``threads`` intra-op threads (default: torch's current count, so ``--threads`` governs both)."""
     from .data.synthetic import example_pair
 
     wrapper = OnnxFlowModel(model).cpu().eval()
-    session = onnxruntime_session(path)
+    session = onnxruntime_session(path, threads=threads or torch.get_num_threads())
     gen = torch.Generator().manual_seed(1)
     h, w = sample_size
     rand = torch.rand(2, 2, 3, h, w, generator=gen)

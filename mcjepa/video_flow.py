@@ -9,9 +9,16 @@
 Frames are decoded one at a time and at most ``batch + 1`` are held at once (the last frame of a
 batch is the first of the next), so memory does not grow with the length of the video.
 ``every = N`` keeps every N-th frame (0, N, 2N, ...) and estimates the flow between consecutive
-kept frames, i.e. from frame ``t`` to frame ``t + N``. ``max_size`` downscales frames whose long
+kept frames, i.e. from frame ``t`` to frame ``t + N``. ``start`` and ``end`` restrict the frames
+to ``start <= t < end`` (0-based input frame numbers, for video files and frame folders alike);
+the kept frames are then ``start, start + N, ...``. ``max_size`` downscales frames whose long
 side is larger before the model sees them; the flow is then resized back to the input size and
 its vectors rescaled, so it is always in pixels of the input frames.
+
+A video file may hold fewer frames than its container says (a truncated download, a damaged
+file): when the frames run out before ``end``, the iterator raises :class:`IncompleteSequenceError`
+after the last pair it could compute; without ``end``, it issues a :class:`TruncatedVideoWarning`
+naming how many frames were expected and read.
 
 Video files are decoded (and :class:`VideoWriter` encodes) with PyAV, ``pip install
 "mcjepa[video]"``; frame folders need only Pillow.
@@ -25,6 +32,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,7 +45,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
 from .encoder import MIN_INPUT_SIZE
-from .image_input import check_image_pair, prepare_images
+from .image_input import check_colour_pair, check_image_pair, prepare_images
 from .image_io import read_rgb
 from .ops import upsample_flow
 
@@ -48,7 +56,9 @@ __all__ = [
     "FlowPair",
     "FrameFolder",
     "FrameSequence",
+    "IncompleteSequenceError",
     "InterruptGuard",
+    "TruncatedVideoWarning",
     "VideoFile",
     "VideoWriter",
     "estimate_resized",
@@ -70,6 +80,8 @@ VIDEO_OUTPUT_CODECS = {
     ".avi": ("mpeg4", "mjpeg"),
     ".webm": ("libvpx-vp9", "libvpx"),
 }
+# Pillow modes of single-channel images (read as RGB with R = G = B)
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 AV_INSTALL_HINT = 'pip install "mcjepa[video]" (or pip install av)'
 
 
@@ -80,6 +92,20 @@ def require_av():
     except ImportError:
         raise ImportError(f"reading and writing video files needs PyAV: {AV_INSTALL_HINT}") from None
     return av
+
+
+class IncompleteSequenceError(ValueError):
+    """The frames ran out before the requested ``end``: ``expected`` frames were asked for (frame
+    numbers below ``end``), ``read`` could be decoded. Raised after every pair that could be
+    computed has been yielded."""
+
+    def __init__(self, message: str, expected: int, read: int) -> None:
+        super().__init__(message)
+        self.expected, self.read = expected, read
+
+
+class TruncatedVideoWarning(UserWarning):
+    """A video yielded fewer frames than its container says it holds."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -100,8 +126,8 @@ class FrameSequence:
     num_frames: int | None
     fps: Fraction | None
 
-    def frames(self) -> Iterator[Tensor]:
-        """Yield every frame in order as uint8 ``(3, H, W)``."""
+    def frames(self, start: int = 0) -> Iterator[Tensor]:
+        """Yield the frames from number ``start`` on, in order, as uint8 ``(3, H, W)``."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -117,8 +143,9 @@ class FrameFolder(FrameSequence):
     before any flow is computed; pixels are read one frame at a time by :meth:`frames`.
 
     Raises:
-        FileNotFoundError: not a folder. ValueError: fewer than two images, or images of
-            different sizes. OSError: an image Pillow cannot open.
+        FileNotFoundError: not a folder. ValueError: fewer than two images, images of
+            different sizes, or grayscale and colour images mixed. OSError: an image Pillow
+            cannot open.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float | Fraction | None = None) -> None:
@@ -131,13 +158,19 @@ class FrameFolder(FrameSequence):
                 f"{path}: a frame folder needs at least 2 images, found {len(self.files)} "
                 f"(looked for {', '.join(IMAGE_EXTENSIONS)}, sorted by name)"
             )
-        sizes = {}
+        sizes, kinds = {}, {}
         for f in self.files:
             try:
                 with Image.open(f) as im:
                     sizes.setdefault(im.size, f)
+                    kinds.setdefault("grayscale" if im.mode in _GRAY_MODES else "colour", f)
             except (UnidentifiedImageError, OSError) as err:
                 raise OSError(f"{f}: cannot read it as an image ({err})") from None
+            if len(kinds) > 1:
+                raise ValueError(
+                    f"{path}: the frames mix grayscale ({kinds['grayscale'].name}) and colour "
+                    f"({kinds['colour'].name}) images; convert them all to one kind"
+                )
             if len(sizes) > 1:
                 (w0, h0), first = next(iter(sizes.items()))
                 raise ValueError(
@@ -148,8 +181,8 @@ class FrameFolder(FrameSequence):
         self.num_frames = len(self.files)
         self.fps = Fraction(fps).limit_denominator(1001) if fps else None
 
-    def frames(self) -> Iterator[Tensor]:
-        for f in self.files:
+    def frames(self, start: int = 0) -> Iterator[Tensor]:
+        for f in self.files[start:]:
             image = read_rgb(f)
             if image.size != (self.width, self.height):  # changed since the header check
                 raise ValueError(f"{f}: {image.size[0]}x{image.size[1]} is not the folder's frame size")
@@ -183,13 +216,17 @@ class VideoFile(FrameSequence):
         if not self.width or not self.height:
             raise ValueError(f"{path}: the video stream has no frame size (a corrupt file?)")
 
-    def frames(self) -> Iterator[Tensor]:
+    def frames(self, start: int = 0) -> Iterator[Tensor]:
         av = require_av()
+        decoded = 0
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for frame in container.decode(stream):
+                    decoded += 1
+                    if decoded <= start:  # decoded (the codec needs it) but not converted
+                        continue
                     if (frame.height, frame.width) != (self.height, self.width):
                         raise ValueError(
                             f"{self.path}: the frame size changes from {self.width}x{self.height} to "
@@ -197,7 +234,8 @@ class VideoFile(FrameSequence):
                         )
                     yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
         except av.FFmpegError as err:
-            raise ValueError(f"{self.path}: decoding failed ({err})") from None
+            expected = f" of {self.num_frames}" if self.num_frames else ""
+            raise ValueError(f"{self.path}: decoding failed after {decoded}{expected} frames ({err})") from None
 
 
 def open_sequence(path: str | os.PathLike, fps: float | Fraction | None = None) -> FrameSequence:
@@ -236,27 +274,42 @@ def resized_size(height: int, width: int, max_size: int | None) -> tuple[int, in
 
 
 def estimate_resized(
-    image1: object, image2: object, model: nn.Module, *, max_size: int | None = None, bf16: bool = False
+    image1: object,
+    image2: object,
+    model: nn.Module,
+    *,
+    max_size: int | None = None,
+    bf16: bool = False,
+    check_colour: bool = True,
 ) -> Tensor:
     """:func:`mcjepa.flow.estimate` with the frames first downscaled (bilinear, antialiased) when
     their long side exceeds ``max_size``; the flow is resized back to the input size with its u
     and v rescaled, so it is float32 ``(2, H, W)`` (or ``(B, 2, H, W)``) in input pixels. The
-    images take every form :func:`~mcjepa.flow.estimate` accepts and are validated the same way."""
+    images take every form :func:`~mcjepa.flow.estimate` accepts and are validated the same way
+    (``check_colour`` as there)."""
     from . import flow  # flow.estimate looked up at call time (tests patch it)
 
     if max_size is None:
-        return flow.estimate(image1, image2, model, bf16=bf16)
+        return flow.estimate(image1, image2, model, bf16=bf16, **_colour_kwargs(check_colour))
     x1, batched1, _, out_device = prepare_images(image1, "image1")
     x2, batched2, _, _ = prepare_images(image2, "image2")
     check_image_pair(x1, batched1, x2, batched2)
+    if check_colour:
+        check_colour_pair(x1, x2)
     (h, w), b = x1.shape[-2:], x1.shape[0]
     size = resized_size(h, w, max_size)
     if size == (h, w):
-        return flow.estimate(image1, image2, model, bf16=bf16)
+        return flow.estimate(image1, image2, model, bf16=bf16, **_colour_kwargs(check_colour))
     small = F.interpolate(torch.cat((x1, x2)), size=size, mode="bilinear", antialias=True, align_corners=False)
-    f = flow.estimate(small[:b].clamp(0.0, 1.0), small[b:].clamp(0.0, 1.0), model, bf16=bf16)
+    f = flow.estimate(small[:b].clamp(0.0, 1.0), small[b:].clamp(0.0, 1.0), model, bf16=bf16, check_colour=False)
     f = upsample_flow(f, (h, w)).to(out_device)
     return f if batched1 else f[0]
+
+
+def _colour_kwargs(check_colour: bool) -> dict[str, bool]:
+    """``check_colour`` for :func:`mcjepa.flow.estimate`, passed only when it is off (the
+    default's call stays ``estimate(image1, image2, model, bf16=...)``, as wrappers expect)."""
+    return {} if check_colour else {"check_colour": False}
 
 
 @dataclass
@@ -278,38 +331,65 @@ def iter_flows(
     batch: int = 1,
     max_size: int | None = None,
     bf16: bool = False,
+    start: int = 0,
+    end: int | None = None,
 ) -> Iterator[FlowPair]:
     """Return an iterator over the flow of every pair of consecutive kept frames (see the module
     docstring), computing ``batch`` pairs per model call and holding at most ``batch + 1`` frames.
+    Only frames ``start <= t < end`` are used (``end`` None: to the last frame).
 
     Raises:
-        ValueError: here, for ``every`` or ``batch`` below 1, frames too small for the model or
-            for ``max_size``, or a sequence known to hold fewer than ``every + 1`` frames; from
-            the iterator, for a sequence found that short only once decoded (nothing has been
-            yielded then), or a frame that cannot be decoded.
+        ValueError: here, for ``every`` or ``batch`` below 1, a negative ``start`` or an ``end``
+            not above it, frames too small for the model or for ``max_size``, or a range that
+            asks for frames the sequence is known not to hold or that holds fewer than
+            ``every + 1`` frames; from the iterator, for a sequence found that short only once
+            decoded (nothing has been yielded then), or a frame that cannot be decoded.
+        IncompleteSequenceError: from the iterator, after the last pair, when the frames ran out
+            before ``end``.
     """
     if int(every) != every or every < 1:
         raise ValueError(f"every (the frame gap) must be an integer >= 1, got {every}")
     if int(batch) != batch or batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {batch}")
+    if int(start) != start or start < 0:
+        raise ValueError(f"start (the first frame number) must be an integer >= 0, got {start}")
+    if end is not None and (int(end) != end or end <= start):
+        raise ValueError(f"end (the frame number to stop before) must be an integer above start={start}, got {end}")
     if min(sequence.height, sequence.width) < MIN_INPUT_SIZE:
         raise ValueError(
             f"{sequence.path}: frames are {sequence.width}x{sequence.height} (W x H); the model needs at least "
             f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}"
         )
     resized_size(sequence.height, sequence.width, max_size)  # refuse a too small max_size up front
-    _check_length(sequence, sequence.num_frames, every)
-    return _iter_flows(sequence, model, int(every), int(batch), max_size, bf16)
+    total = sequence.num_frames
+    if total is not None and (start >= total or (end is not None and end > total)):
+        last = f"{end - 1}" if end is not None else "the end"
+        raise ValueError(
+            f"{sequence.path}: frames {start} to {last} were asked for, but it has {total} frames (0 to {total - 1})"
+        )
+    if total is not None:
+        _check_length(sequence, (end if end is not None else total) - start, every, bool(start) or end is not None)
+    return _iter_flows(sequence, model, int(every), int(batch), max_size, bf16, int(start), end)
 
 
 def _iter_flows(
-    sequence: FrameSequence, model: nn.Module, every: int, batch: int, max_size: int | None, bf16: bool
+    sequence: FrameSequence,
+    model: nn.Module,
+    every: int,
+    batch: int,
+    max_size: int | None,
+    bf16: bool,
+    start: int,
+    end: int | None,
 ) -> Iterator[FlowPair]:
     held: list[tuple[int, Tensor]] = []  # (input index, frame); at most batch + 1
-    seen = 0
-    for i, frame in enumerate(sequence.frames()):
+    seen = start  # frames read: numbers below `seen` exist
+    frames = sequence.frames(start) if start else sequence.frames()  # subclasses may take no start
+    for i, frame in enumerate(frames, start=start):
+        if end is not None and i >= end:
+            break
         seen = i + 1
-        if i % every:
+        if (i - start) % every:
             continue
         held.append((i, frame))
         if len(held) == batch + 1:
@@ -317,19 +397,34 @@ def _iter_flows(
             held = held[-1:]
     if len(held) > 1:
         yield from _run_batch(held, model, max_size, bf16)
-    elif seen <= every:
-        _check_length(sequence, seen, every)
+    expected = end if end is not None else sequence.num_frames
+    if expected is not None and seen < expected:
+        said = f"; its container says {sequence.num_frames}" if sequence.num_frames is not None else ""
+        message = (
+            f"{sequence.path}: expected {expected} frames (0 to {expected - 1}), read {seen}{said}: the file is "
+            "truncated or partly unreadable"
+        )
+        if end is not None:
+            raise IncompleteSequenceError(
+                f"{message}; frames {seen} to {end - 1} do not exist", expected=expected, read=seen
+            )
+        warnings.warn(f"{message}; flow computed for the frames read", TruncatedVideoWarning, stacklevel=2)
+    if len(held) <= 1 and seen - start <= every:
+        _check_length(sequence, seen - start, every, bool(start) or end is not None)
 
 
-def _check_length(sequence: FrameSequence, count: int | None, every: int) -> None:
+def _check_length(sequence: FrameSequence, count: int | None, every: int, ranged: bool = False) -> None:
+    """Raise ValueError when ``count`` frames (those of the range when ``ranged``) make no pair."""
     if count is not None and count < every + 1:
         need = "2 frames" if every == 1 else f"{every + 1} frames for --every {every}"
-        raise ValueError(f"{sequence.path}: has {count} frame{'s' * (count != 1)}; flow needs at least {need}")
+        where = "the requested frame range holds" if ranged else "has"
+        raise ValueError(f"{sequence.path}: {where} {count} frame{'s' * (count != 1)}; flow needs at least {need}")
 
 
 def _run_batch(held: list[tuple[int, Tensor]], model: nn.Module, max_size: int | None, bf16: bool) -> list[FlowPair]:
     frames = torch.stack([f for _, f in held])
-    flows = estimate_resized(frames[:-1], frames[1:], model, max_size=max_size, bf16=bf16).cpu()
+    # frames of one sequence: a grayscale stretch beside a colour one is content, not a mix-up
+    flows = estimate_resized(frames[:-1], frames[1:], model, max_size=max_size, bf16=bf16, check_colour=False).cpu()
     return [FlowPair(held[k][0], held[k + 1][0], held[k][1], flows[k]) for k in range(len(held) - 1)]
 
 

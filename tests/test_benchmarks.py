@@ -386,3 +386,45 @@ def test_still_scenes_scores_zero_flow_and_a_method_that_invents_motion():
     expected = (a.float() - b.float()).abs().div(255).mean().item()
     assert abs(zero["video_mae_all"] - expected) < 1e-6 and zero["video_visible_fraction"] == 1.0
     assert right["still_flow_photos_96x128"] == right["still_flow_video"] == 1.0
+
+
+def _in_process(module, monkeypatch):
+    """Run a benchmark's child processes in this process (same worker code, no interpreter start)."""
+
+    def run(cmd, env):
+        before = torch.get_num_threads()
+        try:
+            return json.loads(json.dumps(module._worker(module.build_parser().parse_args(cmd[3:]))))
+        finally:
+            torch.set_num_threads(before)
+
+    monkeypatch.setattr(module, "_run_child", run)
+
+
+def test_large_input_one_row_per_max_size(tmp_path, monkeypatch):
+    from benchmarks import large_input
+
+    _in_process(large_input, monkeypatch)
+    out = tmp_path / "li.json"
+    large_input.main(["--size", "64x96", "--max-sizes", "none", "48", "--out", str(out)])
+    rows = {r["max_size"]: r for r in _load(out)["results"]}
+    assert set(rows) == {"none", "48"}
+    assert rows["none"]["model_size"] == "96x64" and rows["48"]["model_size"] == "48x32"
+    for r in rows.values():
+        assert r["peak_rss_gib"] > 0.05 and r["seconds"] > 0 and r["threads"] == 1 and r["mean_flow_px"] >= 0
+        assert 0 < r["zero_flow_mae"] < 1 and 0 < r["warp_mae"] < 1
+
+
+def test_threads_compares_torch_default_with_mcjepa_default(tmp_path, monkeypatch):
+    from benchmarks import threads
+    from mcjepa.threads import default_threads
+
+    _in_process(threads, monkeypatch)
+    out = tmp_path / "th.json"
+    threads.main(
+        ["--size", "32x32", "--busy", "1", "--counts", "1", "--repeats", "1", "--warmup", "0", "--out", str(out)]
+    )
+    rows = {r["setting"]: r for r in _load(out)["results"]}
+    assert set(rows) == {"torch", "mcjepa", "1"}
+    assert rows["mcjepa"]["threads"] == default_threads() and rows["1"]["threads"] == 1
+    assert all(r["busy_processes"] == 1 and r["median_s"] > 0 for r in rows.values())

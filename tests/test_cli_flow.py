@@ -128,4 +128,15 @@ def test_help_and_usage(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "--save-flo" in text and "--weights" in text and "untrained" in text.lower()
+    text = " ".join(text.split())  # help lines wrap at the terminal's width
+    for option in (
+        "--threads N",
+        "--start S",
+        "--end E",
+        "--overwrite",
+        "--max-flow PX",
+        "megapixels are refused until --max-size",
+    ):
+        assert option in text, option
+    assert "one line per 10%" in text and "grayscale" in text and "exit status 3" in text
     assert main(["--no-such-option"]) == 2

@@ -297,3 +297,169 @@ def test_short_video_without_frame_count_is_refused_after_decoding(model):
         list(video_flow.iter_flows(Short(), model))
     with pytest.raises(ValueError, match="every .* must be an integer >= 1"):
         list(video_flow.iter_flows(Short(), model, every=0))
+
+
+# ---------------------------------------------------------------------------- frame ranges, truncation, stale outputs
+
+
+def _folder(tmp_path, frames, name="frames"):
+    folder = tmp_path / name
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def _names(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_start_and_end_number_frames_alike_for_a_folder_and_a_video(tmp_path, capsys, patched_load):
+    frames = _frames(6)
+    folder = _folder(tmp_path, frames)
+    assert (
+        main([str(folder), "-o", f"{tmp_path}/c/", "--save-flo", str(tmp_path / "f"), "--start", "2", "--end", "5"])
+        == 0
+    )
+    assert "frames 2 to 4" in capsys.readouterr().out
+    assert _names(tmp_path / "f") == ["000002.flo", "000003.flo"]  # pairs 2->3 and 3->4: frames 2 <= t < 5
+    expected = flow.estimate(_t(frames[3]), _t(frames[4]), patched_load)
+    torch.testing.assert_close(flow.read_flo(tmp_path / "f" / "000003.flo"), expected, atol=1e-4, rtol=1e-4)
+    video = _write_video(tmp_path / "in.mp4", frames)
+    args = [str(video), "-o", f"{tmp_path}/vc/", "--save-flo", str(tmp_path / "vf"), "--start", "2", "--end", "5"]
+    assert main([*args, "--every", "2"]) == 0
+    assert _names(tmp_path / "vf") == ["000002.flo"]  # kept frames 2 and 4
+    capsys.readouterr()
+    # frames that do not exist: refused before the model runs, for a folder and a video alike
+    for source in (folder, video):
+        assert main([str(source), "-o", f"{tmp_path}/x/", "--end", "9"]) == 2
+        _assert_error(capsys, "frames 0 to 8 were asked for, but it has 6 frames (0 to 5)")
+        assert main([str(source), "-o", f"{tmp_path}/x/", "--start", "6"]) == 2
+        _assert_error(capsys, "has 6 frames")
+    assert main([str(folder), "-o", f"{tmp_path}/x/", "--start", "3", "--end", "3"]) == 2
+    _assert_error(capsys, "--end must be above --start (3), got 3")
+    assert main([str(folder), "-o", f"{tmp_path}/x/", "--start", "5"]) == 2
+    _assert_error(capsys, "the requested frame range holds 1 frame")
+    assert not (tmp_path / "x").exists()
+
+
+def _truncated_avi(tmp_path, n=8, keep=0.6):
+    """An AVI whose header says ``n`` frames, cut to ``keep`` of its bytes (a broken download)."""
+    av = pytest.importorskip("av")
+    path = tmp_path / "full.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuvj420p"
+        for f in _frames(n):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    return cut
+
+
+def test_truncated_video_warns_and_fails_when_frames_were_asked_for(tmp_path, capsys, patched_load):
+    cut = _truncated_avi(tmp_path)
+    sequence = video_flow.open_sequence(cut)
+    read = sum(1 for _ in sequence.frames())
+    assert sequence.num_frames == 8 and 2 < read < 8  # the container still says 8
+    # no --end: the pairs that exist are written, with a warning naming expected and read counts
+    assert main([str(cut), "-o", f"{tmp_path}/a/", "--save-flo", str(tmp_path / "fa")]) == 0
+    captured = capsys.readouterr()
+    assert f"{read - 1} pair(s)" in captured.out
+    assert f"warning: {cut}: expected 8 frames (0 to 7), read {read}; its container says 8" in captured.err
+    assert len(list((tmp_path / "fa").iterdir())) == read - 1
+    # --end 8 asks for frames that do not exist: the same pairs, then exit status 3
+    assert main([str(cut), "-o", f"{tmp_path}/b/", "--save-flo", str(tmp_path / "fb"), "--end", "8"]) == 3
+    captured = capsys.readouterr()
+    assert f"error: {cut}: expected 8 frames (0 to 7), read {read}" in captured.err
+    assert f"frames {read} to 7 do not exist ({read - 1} pair(s) written before it, complete)" in captured.err
+    assert len(list((tmp_path / "fb").iterdir())) == read - 1
+    # a range inside what could be read is fine
+    assert main([str(cut), "-o", f"{tmp_path}/c/", "--end", str(read)]) == 0
+
+
+def test_output_folders_never_mix_two_runs(tmp_path, capsys, patched_load):
+    folder = _folder(tmp_path, _frames(6))
+    flo, colour = tmp_path / "flo", f"{tmp_path}/colour/"
+    assert main([str(folder), "-o", colour, "--save-flo", str(flo)]) == 0
+    assert len(_names(flo)) == 5
+    capsys.readouterr()
+    # a second run into the same folders is refused before anything is written
+    assert main([str(folder), "-o", colour, "--save-flo", str(flo), "--end", "3"]) == 2
+    _assert_error(capsys, "-o " + colour + " already holds 5 .png file(s) of an earlier run")
+    assert len(_names(flo)) == 5
+    # --overwrite deletes the earlier run's files first, and says so
+    assert main([str(folder), "-o", colour, "--save-flo", str(flo), "--end", "3", "--overwrite"]) == 0
+    assert "--overwrite: deleted 10 file(s) of an earlier run" in capsys.readouterr().out
+    assert _names(flo) == ["000000.flo", "000001.flo"] and len(_names(tmp_path / "colour")) == 2
+    # a file that is not ours is never deleted, and the folder is refused even with --overwrite
+    (flo / "mine.flo").write_bytes(b"x")
+    assert main([str(folder), "-o", f"{tmp_path}/c2/", "--save-flo", str(flo), "--overwrite"]) == 2
+    _assert_error(capsys, "already holds 1 other .flo file(s) (e.g. mine.flo)")
+    assert (flo / "mine.flo").exists() and len(_names(flo)) == 3
+
+
+def test_pipe_progress_is_lines_and_threads_are_set(tmp_path, capsys, patched_load, monkeypatch):
+    """Output that is not a terminal (capsys) gets whole progress lines, no carriage returns; the
+    default thread count is half the CPUs, --threads sets it."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("mcjepa.threads.available_cpus", lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        folder = _folder(tmp_path, _frames(6))
+        assert main([str(folder), "-o", f"{tmp_path}/a/"]) == 0
+        captured = capsys.readouterr()
+        assert "2 CPU threads (default: half of 4 CPUs)" in captured.out and torch.get_num_threads() == 2
+        lines = captured.err.splitlines()
+        assert "\r" not in captured.err and lines[-1].startswith("mcjepa-flow: 5/5 pair (100%)")
+        assert 2 <= len(lines) <= 6
+        assert main([str(folder), "-o", f"{tmp_path}/b/", "--threads", "1", "--no-progress"]) == 0
+        captured = capsys.readouterr()
+        assert "1 CPU thread (--threads)" in captured.out and torch.get_num_threads() == 1 and captured.err == ""
+        assert main([str(folder), "-o", f"{tmp_path}/c/", "--threads", "0"]) == 2
+        _assert_error(capsys, "--threads must be at least 1, got 0")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_large_frames_need_a_max_size_choice_and_max_flow(tmp_path, capsys, patched_load, monkeypatch):
+    import mcjepa.cli.flow as cli
+
+    monkeypatch.setattr(cli, "LARGE_FRAME_MEGAPIXELS", 0.005)  # frames are 96x64 = 0.006 megapixels
+    frames = _frames(3)
+    folder = _folder(tmp_path, frames)
+    Image.fromarray(frames[0]).save(tmp_path / "a.png")
+    Image.fromarray(frames[1]).save(tmp_path / "b.png")
+    for argv in ([str(folder), "-o", f"{tmp_path}/a/"], [str(tmp_path / "a.png"), str(tmp_path / "b.png")]):
+        assert main([*argv, "--device", "cpu"]) == 2
+        _assert_error(capsys, "frames are 96x64 (W x H, 0.0 megapixels), above the 0.005 megapixels run at full size")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "flow.png").exists()
+    # --max-size PX downscales; the flow is in input pixels
+    assert main([str(folder), "-o", f"{tmp_path}/a/", "--save-flo", str(tmp_path / "fa"), "--max-size", "64"]) == 0
+    expected = video_flow.estimate_resized(_t(frames[0]), _t(frames[1]), patched_load, max_size=64)
+    torch.testing.assert_close(flow.read_flo(tmp_path / "fa" / "000000.flo"), expected, atol=1e-4, rtol=1e-4)
+    # --max-size 0: full size; --max-flow: one colour scale for every pair
+    argv = [str(folder), "-o", f"{tmp_path}/b/", "--save-flo", str(tmp_path / "fb"), "--max-size", "0"]
+    assert main([*argv, "--max-flow", "5", "--layout", "flow"]) == 0
+    full = flow.read_flo(tmp_path / "fb" / "000001.flo")
+    torch.testing.assert_close(full, flow.estimate(_t(frames[1]), _t(frames[2]), patched_load), atol=1e-4, rtol=1e-4)
+    with Image.open(tmp_path / "b" / "000001.png") as im:
+        png = np.asarray(im)
+    np.testing.assert_array_equal(png, flow.to_image(full, max_flow=5).permute(1, 2, 0).numpy())
+    assert not np.array_equal(png, flow.to_image(full).permute(1, 2, 0).numpy())
+
+
+def test_grayscale_and_colour_frames_are_refused(tmp_path, capsys, patched_load):
+    frames = _frames(3)
+    Image.fromarray(frames[0]).save(tmp_path / "a.png")
+    Image.fromarray(frames[1]).convert("L").save(tmp_path / "b.png")
+    assert main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "o.png")]) == 2
+    _assert_error(capsys, "image2 is grayscale (R = G = B) but image1 is colour")
+    folder = _folder(tmp_path, frames)
+    Image.fromarray(frames[2]).convert("L").save(folder / "002.png")
+    assert main([str(folder), "-o", f"{tmp_path}/x/"]) == 2
+    _assert_error(capsys, "the frames mix grayscale (002.png) and colour (000.png) images")

@@ -107,6 +107,8 @@ def test_cli_davis_default_protocol(tmp_path, capsys):
         "davis",
         "--root",
         str(tmp_path / "DAVIS"),
+        "--weights",
+        "random",
         "--variant",
         "micro",
         "--device",

@@ -180,6 +180,8 @@ def test_cli_flow_model_and_baselines_one_table(tmp_path, capsys):
         "sintel-final",
         "--root",
         str(tmp_path / "data"),
+        "--weights",
+        "random",
         "--variant",
         "micro",
         "--device",
@@ -244,3 +246,28 @@ def test_cli_flow_real_texture_zero_baseline_on_held_out_pairs(tmp_path, capsys)
     assert s["n_images"] == 4
     ds = open_flow_dataset("real-texture", real_texture_pairs=2, real_texture_size=(40, 48))
     assert ds[1].name == "real-texture/00001" and ds[0].image1.dtype == torch.uint8
+
+
+def test_cli_without_weights_evaluates_the_bundled_model(tmp_path, capsys):
+    """One rule for no weights across the commands: mcjepa-eval with no --weights evaluates the
+    trained model bundled with mcjepa (it used to evaluate a random ConvNeXt-T)."""
+    frames = random_frames(2, 40, 56, seed=1)
+    write_sintel(tmp_path / "data", {"alley": (frames, [random_flow(40, 56, seed=2)])})
+    out = tmp_path / "res.json"
+    argv = ["flow", "--dataset", "sintel-clean", "--root", str(tmp_path / "data"), "--device", "cpu",
+            "--threads", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "model: mcjepa_small_real" in text and "1 CPU thread (--threads)" in text
+    res = json.loads(out.read_text())
+    assert res["model"]["random_init"] is False
+    assert set(res["datasets"]["sintel-clean"]["methods"]) == {"mcjepa"}
+
+
+def test_cli_variant_without_weights_is_refused(tmp_path, capsys):
+    """--variant names the architecture of --weights random; with no weights the bundled model is
+    evaluated, so a --variant alone would be silently ignored: refused, as in mcjepa-flow."""
+    write_sintel(tmp_path / "data", {"alley": (random_frames(2, 40, 56), [random_flow(40, 56)])})
+    argv = ["flow", "--dataset", "sintel-clean", "--root", str(tmp_path / "data"), "--variant", "micro"]
+    assert main([*argv, "--device", "cpu", "--no-progress"]) == 2
+    assert "--variant micro without --weights" in capsys.readouterr().err

@@ -136,12 +136,22 @@ def test_cli_real_pairs_on_a_folder_with_a_model(tmp_path, capsys):
     assert res["pairs"][0]["size"] == [48, 64]
 
 
-def test_cli_real_pairs_baselines_only_by_default(tmp_path, capsys):
+def test_cli_real_pairs_random_weights_leave_the_model_out(tmp_path, capsys):
     folder = _write_pair_folder(tmp_path / "pairs", n=1)
-    assert main(["real-pairs", "--folder", str(folder), "--max-size", "56", "--no-progress", "--device", "cpu"]) == 0
+    argv = ["real-pairs", "--folder", str(folder), "--max-size", "56", "--no-progress", "--device", "cpu"]
+    assert main([*argv, "--weights", "random"]) == 0
     text = capsys.readouterr().out
     assert "the model is not evaluated" in text and "zero" in text and "42x56" in text
     assert ("dis" in text) == have_opencv()
+
+
+def test_cli_real_pairs_evaluates_the_bundled_model_by_default(tmp_path, capsys):
+    folder = _write_pair_folder(tmp_path / "pairs", n=1)
+    argv = ["real-pairs", "--folder", str(folder), "--baseline", "zero", "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "model: mcjepa_small_real" in text and "the model is not evaluated" not in text
+    assert "mcjepa" in text.split("MAE all")[1]
 
 
 def test_missing_sources_are_skipped_with_their_install_command(tmp_path, monkeypatch, capsys):

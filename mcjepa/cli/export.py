@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from .common import NO_WEIGHTS_RULE, RANDOM_WEIGHTS, add_threads_argument, apply_threads, line_buffered_stdout
+
 __all__ = ["build_parser", "main"]
 
 _EPILOG = """\
@@ -15,7 +17,8 @@ examples:
   mcjepa-export runs/paper/checkpoints/ckpt_000100000.pt --out releases/mcjepa-convnext-t \\
       --eval-results sintel.json kitti.json --name mcjepa-convnext-t
   mcjepa-export --onnx flow.onnx runs/demo/release        # ONNX: encoder + flow head, checked
-  mcjepa-export --onnx micro.onnx --variant micro         # an untrained model (for testing a pipeline)
+  mcjepa-export --onnx small.onnx                         # the trained model bundled with mcjepa
+  mcjepa-export --onnx micro.onnx random --variant micro  # an untrained model (for testing a pipeline)
 
 The release's release.json is its manifest entry; no manifest is changed unless you ask:
 --update-manifest PATH merges the entry into PATH (e.g. weights_manifest.json) with status "local"
@@ -24,11 +27,15 @@ to the Hugging Face Hub and pins the repository manifest's entry to the resultin
 
 --onnx FILE: SOURCE is a run folder or checkpoint, or anything --weights of mcjepa-flow takes (a
 release folder, a .safetensors file, hf://org/repo, a manifest key); without SOURCE the model is
-an untrained --variant. The graph takes image1, image2: float32 (B, 3, H, W) RGB in [0, 1]
-(ImageNet normalisation inside) with dynamic batch, H and W (multiples of 32), and returns
-flow: (B, 2, H, W) in pixels. The file is then run in onnxruntime on a random pair and on the
-built-in example pair; the max |onnxruntime - PyTorch| is printed and must stay within
+the trained model bundled with mcjepa (mcjepa_small_real), as for mcjepa-flow and mcjepa-eval;
+SOURCE random gives an untrained --variant. The graph takes image1, image2: float32
+(B, 3, H, W) RGB in [0, 1] (ImageNet normalisation and padding to a multiple of 32 inside) with
+dynamic batch, H and W (any size from 32 up), and returns flow: (B, 2, H, W) in pixels. The file
+is then run in onnxruntime on a random pair, on the built-in example pair and on a pair of a size
+that is no multiple of 32; the max |onnxruntime - PyTorch| is printed and must stay within
 0.001 px + 1e-4 x max |flow| (exit status 1 otherwise). Needs pip install "mcjepa[onnx]".
+--threads N sets the CPU threads of PyTorch and onnxruntime (default: OMP_NUM_THREADS when set,
+else half the CPUs).
 """
 
 
@@ -43,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "source",
         nargs="?",
         help="a run folder (its newest checkpoint is used) or a checkpoint file; with --onnx also a release "
-        "folder or any weights= form (none: an untrained --variant)",
+        f"folder or any weights= form ({NO_WEIGHTS_RULE})",
     )
     p.add_argument("--out", help="the release folder to write (required without --onnx)")
     p.add_argument("--with-expander", action="store_true", help="also export the expander (only needed to resume)")
@@ -63,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx = p.add_argument_group("ONNX export (instead of a release)")
     onnx.add_argument("--onnx", metavar="FILE", help="write the flow model (encoder + flow head) as ONNX to FILE")
     onnx.add_argument(
-        "--variant", default="convnext_t", help="architecture when there is no SOURCE (default convnext_t)"
+        "--variant", default=None, help="architecture of SOURCE random and of weights that record none (convnext_t)"
     )
     onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 18 with --exporter dynamo)")
     onnx.add_argument(
@@ -73,23 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.onnx.export(dynamo=False) (default: seconds) or the torch.export-based one (minutes)",
     )
     onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
+    add_threads_argument(p)
     return p
 
 
 def _onnx_model(source: str | None):
-    """The model to export: None (untrained --variant), a run/checkpoint, or weights."""
+    """The model of a run folder or checkpoint, or None: then ``source`` is for
+    :func:`mcjepa.flow.load` (None: the bundled model; ``random``: an untrained --variant)."""
     from pathlib import Path
 
-    if source is None:
+    if source is None or source == RANDOM_WEIGHTS:
         return None
     path = Path(source)
     if (path.is_file() and path.suffix == ".pt") or (path / "checkpoints").is_dir():
         from ..export import find_checkpoint, model_from_checkpoint
 
         return model_from_checkpoint(find_checkpoint(path))[0]
-    from .. import flow
-
-    return flow.load(source)
+    return None
 
 
 def _main_onnx(args: argparse.Namespace) -> int:
@@ -102,12 +109,25 @@ def _main_onnx(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.source is None:
-        print(f"WARNING: no SOURCE given: exporting an UNTRAINED {args.variant} (random weights)", file=sys.stderr)
     try:
+        print(f"mcjepa-export: {apply_threads(args)}", file=sys.stderr)
+        if args.source is None and args.variant is not None:
+            raise ValueError(
+                f"--variant {args.variant} without SOURCE: with no SOURCE the trained model bundled with mcjepa is "
+                "exported; --variant is for SOURCE random (an untrained model) or a weights file that records none"
+            )
+        model = _onnx_model(args.source)
+        if model is not None and args.variant is not None:
+            raise ValueError("--variant applies to SOURCE random or a weights file; a run or checkpoint has its own")
+        if args.source == RANDOM_WEIGHTS:
+            print(f"WARNING: SOURCE random: exporting an UNTRAINED {args.variant or 'convnext_t'} (random weights)",
+                  file=sys.stderr)  # fmt: skip
+        elif args.source is None and args.variant is None:
+            print("no SOURCE: exporting the trained model bundled with mcjepa (mcjepa_small_real)", file=sys.stderr)
         export_onnx(
             args.onnx,
-            _onnx_model(args.source),
+            model,
+            weights=None if model is not None else args.source,
             variant=args.variant,
             exporter=args.exporter,
             opset=args.opset,
@@ -128,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    line_buffered_stdout()
     if args.onnx:
         return _main_onnx(args)
     missing = [n for n, v in (("SOURCE", args.source), ("--out", args.out)) if v is None]
@@ -140,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..export import ExportError, export_release
 
     try:
+        print(f"mcjepa-export: {apply_threads(args)}", file=sys.stderr)
         entry = export_release(
             args.source,
             args.out,

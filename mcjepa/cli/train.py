@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..train.config import ConfigError, available_configs, load_config
+from .common import THREADS_HELP, line_buffered_stdout
 
 EPILOG = """\
 examples:
@@ -28,6 +29,7 @@ every difference is printed, and one that changes the model, data, schedule, los
 seed is refused unless --allow-config-change is given (device, logging, checkpointing, max_steps,
 num_workers and the end-of-run evaluation may change freely).
 On a terminal progress is a bar; otherwise (a log file, a pipe) one line every run.log_every steps.
+--threads N is --set run.threads=N (default: OMP_NUM_THREADS when set, else half the CPUs).
 
 exit status: 0 done, 2 bad config, data or --out, 3 training diverged (non-finite parameters,
 or run.max_nonfinite_in_row non-finite steps in a row; no non-finite checkpoint is written).
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: accept a config that changes the model, data, schedule, loss, optimiser or seed",
     )
+    p.add_argument("--threads", type=int, metavar="N", default=None, help=f"{THREADS_HELP}; sets run.threads")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (>= 1; for smoke tests)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return p
@@ -64,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    line_buffered_stdout()
     from ..train.engine import TrainingDiverged
 
     try:
@@ -71,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
         if args.allow_config_change and not args.resume:
             raise ConfigError("--allow-config-change only applies with --resume")
-        cfg = load_config(args.config, args.overrides)
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        threads = [] if args.threads is None else [f"run.threads={args.threads}"]
+        cfg = load_config(args.config, [*args.overrides, *threads])
         if args.print_config:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0

@@ -272,7 +272,7 @@ def evaluate_davis(
     """
     from dataclasses import asdict
 
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     names = list(sequences) if sequences else list_davis_sequences(root, split)
     stride = encoder.feature_info[config.level]["reduction"]
@@ -284,7 +284,7 @@ def evaluate_davis(
 
     per_object: dict[str, dict[str, float]] = {}
     jr, fr = [], []
-    for name in tqdm(names, desc="DAVIS", disable=not progress, unit="seq"):
+    for name in progress_bar(names, desc="DAVIS", enabled=progress, unit="seq"):
         seq = load_davis_sequence(root, name, resolution)
         frames = [_read_frame(p) for p in seq.frames]
         gts = [_read_label(p) if p is not None else None for p in seq.annotations]

@@ -351,7 +351,7 @@ def evaluate_flow(
     "dumps": [paths]}`` where each summary is :meth:`FlowMetricAccumulator.summary` (EPE in pixels,
     pooled over pixels and per image; Fl as a fraction).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     if not methods:
         raise ValueError("give at least one method (the model and/or a baseline)")
@@ -360,7 +360,7 @@ def evaluate_flow(
         raise ValueError("the dataset holds no pairs")
     accs = {m: FlowMetricAccumulator() for m in methods}
     secs = dict.fromkeys(methods, 0.0)
-    for i in tqdm(range(n), desc="flow eval", disable=not progress, unit="pair"):
+    for i in progress_bar(range(n), desc="flow eval", enabled=progress, unit="pair"):
         sample = dataset[i]
         for m, fn in methods.items():
             t0 = time.perf_counter()

@@ -129,7 +129,7 @@ def extract_embeddings(
 ) -> tuple[Tensor, Tensor]:
     """Return ``(embeddings (N, D) float32, labels (N,) int64)``: images resized (shorter side) and
     centre-cropped to ``image_size``, embedded with ``encoder.forward_embedding``."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     tf = _transform(image_size)
     if max_items is not None:
@@ -141,7 +141,7 @@ def extract_embeddings(
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
     encoder = encoder.to(device).eval()
     feats, labels = [], []
-    for x, y in tqdm(loader, desc="embeddings", disable=not progress, unit="batch"):
+    for x, y in progress_bar(loader, desc="embeddings", enabled=progress, unit="batch"):
         feats.append(embed_images(encoder, x, batch_size, device))
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)

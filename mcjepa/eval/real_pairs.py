@@ -280,7 +280,7 @@ def evaluate_real_pairs(
     over pairs (each pair weighs the same; ``mae_visible`` over the pairs where it is defined)
     and its time covers both directions.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     if not methods:
         raise ValueError("give at least one method (the model and/or a baseline)")
@@ -290,7 +290,7 @@ def evaluate_real_pairs(
         raise ValueError(f"max_size must be at least 32 pixels (the model's minimum), got {max_size}")
     per_pair = []
     secs = dict.fromkeys(methods, 0.0)
-    for pair in tqdm(pairs, desc="real pairs", disable=not progress, unit="pair"):
+    for pair in progress_bar(pairs, desc="real pairs", enabled=progress, unit="pair"):
         with Image.open(pair.path1) as im:  # reads the header only
             original = [im.height, im.width]
         image1, image2 = load_pair(pair, max_size)

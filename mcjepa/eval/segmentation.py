@@ -233,11 +233,11 @@ def evaluate_segmentation(
     Returns :func:`miou_from_confusion`'s dict (fractions) plus ``n_images``; the confusion matrix
     is pooled over the whole split (the standard mIoU).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    for i in tqdm(range(n), desc="segmentation eval", disable=not progress, unit="img"):
+    for i in progress_bar(range(n), desc="segmentation eval", enabled=progress, unit="img"):
         img, lab = dataset[i]
         pred = torch.as_tensor(predict(img)).cpu()
         if pred.shape != lab.shape:
@@ -290,7 +290,7 @@ def train_segmentation(
     """Train a linear head (and, with ``config.finetune``, the encoder) with cross-entropy (ignore
     255), AdamW and a cosine schedule on random ``config.crop_size`` crops with horizontal flips;
     return the model in eval mode."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     cfg = config
     finetune = cfg.finetune
@@ -314,7 +314,7 @@ def train_segmentation(
         total = min(cfg.max_steps, total)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     step = 0
-    bar = tqdm(total=total, desc="segmentation train", disable=not progress, unit="step")
+    bar = progress_bar(total=total, desc="segmentation train", enabled=progress, unit="step")
     while step < total:
         for img, lab in loader:
             model.head.train()

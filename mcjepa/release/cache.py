@@ -17,9 +17,9 @@ import huggingface_hub
 import requests
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
-from tqdm.auto import tqdm
 
 from ..io_atomic import atomic_writer
+from ..progress import progress_bar
 from .errors import WHAT_TO_DO, WeightsIntegrityError, WeightsUnavailableError
 from .format import RELEASE_FILENAME
 from .verify import sha256_file
@@ -82,7 +82,7 @@ def download(url: str, expected: str | None = None, size: int | None = None, ref
         with atomic_writer(target) as out, requests.get(url, stream=True, timeout=(10, 60)) as resp:
             resp.raise_for_status()
             total = int(resp.headers.get("content-length") or 0) or size
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name) as bar:
                 for chunk in resp.iter_content(chunk_size=1 << 20):
                     out.write(chunk)
                     digest.update(chunk)

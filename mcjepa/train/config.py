@@ -227,7 +227,7 @@ class RunSection:
     tensorboard: bool = True  # when the tensorboard package is installed
     export_release: bool = True  # write a safetensors release at the end
     max_steps: int = 0  # stop early after this many steps (0 = run the whole schedule)
-    threads: int = 0  # torch CPU threads (0 = torch default)
+    threads: int = 0  # torch CPU threads (0: OMP_NUM_THREADS when set, else half the CPUs; mcjepa.threads)
 
 
 @dataclass
@@ -354,7 +354,7 @@ _INT_MINIMUMS = (
     ("run.log_every", 1, ""),
     ("run.max_nonfinite_in_row", 1, ""),
     ("run.max_steps", 0, " (0: the whole schedule)"),
-    ("run.threads", 0, " (0: torch's default)"),
+    ("run.threads", 0, " (0: OMP_NUM_THREADS when set, else half the CPUs)"),
 )
 _TOO_SMALL = (
     f"height and width must be at least {MIN_INPUT_SIZE} pixels, the model's smallest input "

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig
+from ..threads import set_threads
 from .build import apply_optim_config, build_run, check_run_dir
 from .checkpoint import CHECKPOINT_FORMAT, capture_rng_state, latest_checkpoint, restore_rng_state, save_checkpoint
 from .config import ConfigError, TrainConfig
@@ -78,8 +79,10 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.run.device)
         if self.dist.is_main:
             check_run_dir(self.run_dir)
-        if cfg.run.threads > 0:
-            torch.set_num_threads(cfg.run.threads)
+        try:
+            set_threads(cfg.run.threads or None)  # 0: the shared default (mcjepa.threads)
+        except ValueError as exc:  # a bad OMP_NUM_THREADS
+            raise ConfigError(f"run.threads: {exc}") from None
         self.use_bf16 = cfg.run.bf16 and self.device.type == "cuda"
         torch.manual_seed(cfg.run.seed + self.dist.rank)
 

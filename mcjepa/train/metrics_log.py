@@ -12,6 +12,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..io_atomic import atomic_write_bytes
+from ..progress import is_terminal
 
 __all__ = ["METRICS_FILE", "MetricsLog", "Progress", "truncate_metrics"]
 
@@ -75,14 +76,6 @@ def _maybe_tensorboard(run_dir: Path, step: int = 0) -> Any:
 _SHOWN = ("total", "ssl", "motion", "reg", "rec")
 
 
-def _stderr_is_terminal() -> bool:
-    isatty = getattr(sys.stderr, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except ValueError:  # closed
-        return False
-
-
 class Progress:
     """Training progress on stderr (rank 0): a tqdm bar on a terminal; otherwise (a log file, a
     pipe, a batch system) one plain line every ``every`` steps and at the end, with no carriage
@@ -91,7 +84,7 @@ class Progress:
     def __init__(self, total: int, initial: int, enabled: bool, every: int) -> None:
         self.total, self.every, self.enabled = total, every, enabled
         self.bar = None
-        if enabled and _stderr_is_terminal():
+        if enabled and is_terminal(sys.stderr):
             self.bar = tqdm(total=total, initial=initial, desc="mcjepa-train", dynamic_ncols=True, file=sys.stderr)
         self.start, self.initial = time.time(), initial
         self.losses: dict[str, float] | None = None

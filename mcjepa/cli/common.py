@@ -1,0 +1,51 @@
+"""What every command shares: ``--threads`` (:mod:`mcjepa.threads`), the rule for "no weights
+given", and output that suits a pipe (:mod:`mcjepa.progress`).
+
+The weights rule, one for ``mcjepa-flow``, ``mcjepa-eval`` and ``mcjepa-export --onnx``: no
+weights means the trained model bundled with mcjepa (:data:`mcjepa.release.DEFAULT_MODEL`);
+``random`` (``--weights random``, or ``random`` as the SOURCE of ``mcjepa-export --onnx``) asks
+for an untrained model of ``--variant``, with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..flow import RANDOM_WEIGHTS
+from ..progress import line_buffered_stdout
+from ..threads import set_threads
+
+__all__ = [
+    "NO_WEIGHTS_RULE",
+    "RANDOM_WEIGHTS",
+    "THREADS_HELP",
+    "add_threads_argument",
+    "apply_threads",
+    "line_buffered_stdout",
+]
+
+THREADS_HELP = (
+    "CPU threads for torch (default: OMP_NUM_THREADS when set, else half the CPUs this process may use, at "
+    "least 1, so that another busy process does not stall the run)"
+)
+NO_WEIGHTS_RULE = (
+    "default: the trained model bundled with mcjepa (mcjepa_small_real); 'random' for an untrained --variant"
+)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--threads N`` (:data:`THREADS_HELP`)."""
+    parser.add_argument("--threads", type=int, metavar="N", default=None, help=THREADS_HELP)
+
+
+def apply_threads(args: argparse.Namespace) -> str:
+    """Set torch's CPU threads from ``args.threads`` (:func:`mcjepa.threads.set_threads`) and
+    return a phrase for the command's first line, e.g. ``"1 CPU thread (default: half of 2 CPUs)"``.
+
+    Raises:
+        ValueError: ``--threads`` below 1, or a bad ``OMP_NUM_THREADS``.
+    """
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    count, source = set_threads(args.threads)
+    return f"{count} CPU thread{'s' * (count != 1)} ({source})"
