@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from ..data.workers import resolve_num_workers
+from .batching import split_batch
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo
 from .streams import ResumableStream
@@ -18,9 +19,9 @@ CONTENT_STREAM, MOTION_STREAM = 1, 2
 
 
 def _per_rank(global_batch: int, dist: DistInfo, key: str) -> int:
-    if global_batch % dist.world_size:
-        raise ConfigError(f"{key}={global_batch} is not divisible by the {dist.world_size} processes")
-    return global_batch // dist.world_size
+    """Each process's share of a global batch (the caps do not matter here: a process loads its
+    whole share per step; mcjepa.train.batching splits it into micro-batches)."""
+    return split_batch(global_batch, dist.world_size, 0, key, key).per_rank
 
 
 def _stream(cfg: TrainConfig, dataset, sampler, batch_size: int | None, stream_id: int) -> ResumableStream:
