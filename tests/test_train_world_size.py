@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from world_size_step import one_step
 
 from mcjepa.train.batching import split_batch
 from mcjepa.train.build import step_split
 from mcjepa.train.config import ConfigError, load_config
-
-from world_size_step import one_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,10 +109,10 @@ _UNTRAINED: dict = {}
 def one_step_untrained() -> dict:
     """The model's state before the step (same construction as :func:`one_step`)."""
     if not _UNTRAINED:
+        from world_size_step import SETTINGS
+
         from mcjepa.train.build import build_model
         from mcjepa.train.distributed import DistInfo
-
-        from world_size_step import SETTINGS
 
         cfg = load_config("demo", SETTINGS)
         torch.manual_seed(0)
