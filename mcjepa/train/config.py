@@ -7,10 +7,12 @@ architecture overrides (:class:`~mcjepa.schema.Partial` of the :mod:`mcjepa.conf
 resolved and checked at load time (:meth:`ModelSection.resolve`). Per-level weights are
 :class:`~mcjepa.levels.LevelWeights` (fine to coarse) read from the ``*_coarse_to_fine`` keys.
 
-The ``paper`` config (``mcjepa/configs/paper.toml``) holds the seed's recipe with a source for
-every value; the dataclass defaults below are the same numbers, so a key left out of a config
-file means "the paper's value". Unknown keys and wrong types fail at start-up with the key's
-dotted name.
+The ``paper`` config (``mcjepa/configs/paper.toml``) holds the paper's objective as written
+(arXiv 2307.12698) with a source for every value, and ``paper-measured`` the same with this
+project's measured departures (``docs/learning_dynamics.md``). The dataclass defaults below are
+the paper's numbers except the loss forms ``paper-measured`` changes and ``loss.vc_max_samples``
+/ ``loss.masked_mean`` (the library's defaults, which the demos use). Unknown keys and wrong
+types fail at start-up with the key's dotted name.
 """
 
 from __future__ import annotations
