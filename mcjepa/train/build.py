@@ -41,7 +41,7 @@ class RunParts:
     """Everything a run trains with."""
 
     model_config: ModelConfig
-    model: MCJEPA  # with flow head and expander (SyncBatchNorm under DDP on GPUs)
+    model: MCJEPA  # with flow head and expander (GlobalBatchNorm1d: statistics over every process)
     objective: MCJEPAObjective
     forward: nn.Module  # what a step calls: the objective, or its DDP wrapper under torchrun
     optimizer: torch.optim.AdamW
