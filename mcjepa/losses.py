@@ -170,6 +170,8 @@ def feature_regression_loss(
             L_cycle (``loss.reg_gradient = "features"``; ``docs/learning_dynamics.md``, section 8).
         feature_grad: let the loss train the features (the paper). False: both pyramids are
             constants here and L_reg trains the flows only (``loss.reg_gradient = "flow"``).
+        masked_mean: with ``mask_out_of_image``, the masked mean over the whole batch
+            (``"batch"``) or per image, then averaged (``"image"``; see :func:`_masked_mean`).
 
     Returns:
         Scalar tensor (squared feature units; squared standard deviations when standardised).
@@ -280,6 +282,8 @@ def photometric_loss(
         check_range: raise if an image leaves ``[0, 1]`` (costs one host sync).
         census: weight of the census (ternary) distance that UFlow, ARFlow's variants and SMURF
             use instead of L1 / SSIM; 0 (the default) is the paper's distance.
+        masked_mean: ``"batch"``: the mean over the kept pixels of the whole batch; ``"image"``:
+            each image's masked mean, averaged over images (independent of the other images).
 
     Returns:
         Scalar tensor, 0 when the mask is empty.
@@ -421,6 +425,7 @@ def cycle_consistency_loss(
             here and L_cycle shapes only the features: a double bilinear round trip blurs, and
             its blur is smallest at integer (mostly zero) flows, so its flow gradient can point
             away from the true flow (``docs/learning_dynamics.md``).
+        masked_mean: ``"batch"`` or ``"image"``, as in :func:`photometric_loss`.
 
     Returns:
         Scalar tensor.

@@ -2,6 +2,8 @@
 roots given as the folder or its parent, config bases, precision by hardware, channels_last and
 compile, the loaders' worker budget and one loader per run."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +211,25 @@ def test_a_stream_keeps_one_loader_across_epochs(monkeypatch):
     again = streams.ResumableStream(data, ResumableDistributedSampler(10, seed=0), 4, 0, 1)
     again.load_state_dict({"epoch": 2, "consumed": 1})
     assert [next(again).tolist() for _ in range(2)] == [b.tolist() for b in batches[5:7]]
+
+
+def test_fp16_steps_go_through_the_gradient_scaler():
+    """fp16 autocast (the V100 path; CPU autocast here): an overflowing step is skipped by the
+    scaler, which halves its scale, without counting as a non-finite step; a later step trains."""
+    from world_size_step import build_runner
+
+    from mcjepa.train.precision import Precision
+
+    runner, model, _ = build_runner(0, 0, Precision("fp16", "cpu", "test"))
+    assert runner.scaler is not None
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    scales, applied = [], None
+    for step in range(20):
+        losses = runner.run(step)
+        scales.append(runner.scaler.get_scale())
+        if losses is not None and math.isfinite(losses["grad_norm"]):
+            applied = step
+            break
+    assert runner.nonfinite_total == 0  # overflows are the scaler's business
+    assert applied is not None and scales[0] < 65536.0  # the first step overflowed at 2^16 and the scale fell
+    assert any(not torch.equal(v, before[k]) for k, v in model.named_parameters())

@@ -139,3 +139,20 @@ def test_two_processes_train_the_same_step_as_one(tmp_path, content_cap, motion_
     assert "Grad strides do not match" not in result.stderr  # DDP's buckets fit every gradient
     two = torch.load(out, weights_only=True)
     _same_step(one_step(0, 0), (two["losses"], two["state"]))
+
+
+def test_per_image_masked_means_do_not_depend_on_the_other_images():
+    """loss.masked_mean = "image": a batch's L_rec is the mean of its halves' (any split gives the
+    same objective); "batch" weighs images by their kept pixels, so a split changes it."""
+    from mcjepa.losses import photometric_loss
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
+    keep = torch.tensor([0.1, 0.5, 0.9, 0.3]).view(4, 1, 1, 1)
+    mask = (torch.rand(4, 1, 16, 16, generator=g) > keep).float()
+    for per, same in (("image", True), ("batch", False)):
+        whole = photometric_loss(a, b, mask, masked_mean=per)
+        halves = torch.stack(
+            [photometric_loss(a[i : i + 2], b[i : i + 2], mask[i : i + 2], masked_mean=per) for i in (0, 2)]
+        )
+        assert torch.allclose(whole, halves.mean()) == same, per

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,10 +69,15 @@ def one_step(content_cap: int, motion_cap: int) -> tuple[dict[str, float], dict[
 
 
 def _one_step(content_cap: int, motion_cap: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Build the micro model (zero-initialised flow predictors randomised, so the flow and the
-    occlusion masks are not trivial), run one step on this rank's share of :func:`global_batch`;
-    return the step's losses and the model's state after it, with each parameter's gradient as
-    AdamW received it under ``grad/<name>``."""
+    runner, model, grads = build_runner(content_cap, motion_cap)
+    losses = runner.run(0)
+    assert losses is not None
+    return losses, {**{k: v.detach().clone() for k, v in model.state_dict().items()}, **grads}
+
+
+def build_runner(content_cap: int, motion_cap: int, precision: Any = None) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+    """The step runner of :func:`one_step` (``precision``: default fp32), its model and the dict
+    that receives each parameter's gradient as AdamW gets it (``grad/<name>``)."""
     from mcjepa.train.build import build_model, build_optimizer, step_split, wrap_ddp
     from mcjepa.train.distributed import init_distributed
     from mcjepa.train.objective import MCJEPAObjective
@@ -114,14 +120,12 @@ def _one_step(content_cap: int, motion_cap: int) -> tuple[dict[str, float], dict
         motion_stream=_Once(mine_m),  # type: ignore[arg-type]
         device=device,
         split=split,
-        precision=resolve_precision("fp32", device),
+        precision=precision or resolve_precision("fp32", device),
         grad_clip=0.0,
         max_nonfinite_in_row=1,
         run_dir=Path("."),
     )
-    losses = runner.run(0)
-    assert losses is not None
-    return losses, {**{k: v.detach().clone() for k, v in model.state_dict().items()}, **grads}
+    return runner, model, grads
 
 
 if __name__ == "__main__":
