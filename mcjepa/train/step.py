@@ -210,9 +210,8 @@ class StepRunner:
     def _drop_unused_grads(self, content: bool, motion: bool) -> None:
         """A component this step did not train keeps no gradient, so AdamW leaves it (and its
         moments) alone, as without DDP (under DDP it joined the graph with a zero term)."""
-        model = self.objective.model
-        unused = list(self.objective.idle_parameters())
-        unused += [] if content else list(model.expander.parameters())
+        model = self.objective.model  # (idle_parameters never reach the forward: their values do not matter)
+        unused = [] if content else list(model.expander.parameters())
         unused += [] if motion else list(model.flow_head.parameters())
         for p in unused:
             p.grad = None
