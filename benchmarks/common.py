@@ -147,7 +147,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
-        # fp32 convolutions run in TF32 when this is True (torch's default), fp32 matmuls likewise for the second
+        # fp32 convolutions run in TF32 when the first is True (torch's default), fp32 matmuls when the
+        # second is (torch's default: False, full fp32)
         info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
         info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
     else:

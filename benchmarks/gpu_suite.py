@@ -4,19 +4,25 @@
     python -m benchmarks.gpu_suite --quick --device cpu --out-dir /tmp/gpu   # CI smoke run
 
 Parts, in this order (each file is ``{"benchmark", "args", "environment", "results"}`` like the
-other benchmarks'; the work is done by their functions, nothing is re-timed here):
+other benchmarks'; the work is done by their functions, nothing is re-timed here). Every figure is
+single-process, on one GPU, with inputs already on the device: no DDP all-reduce, no data
+loading, no other process on the GPU (``summary.json`` says so per part, :data:`SCOPE`):
 
 * ``flow_inference.json``: :func:`benchmarks.flow_inference.main` for ``convnext_t``,
   ``raft_small`` (12 iterations) and ``raft_large`` (32), 448x1024, batch 1 and 8, fp32 and bf16,
   one call per model, then the ``x_vs_raft_*`` ratios over all rows.
 * ``training_step.json``: :func:`benchmarks.training_step.main` at the ``paper`` config's per-GPU
   shapes over 8 GPUs (48 images at 224, 1 pair at 384x832), bf16, with FLOPs and MFU, one call
-  per mode (content, motion, combined).
+  per mode (content, motion, combined): one GPU's share of an 8-GPU step in a single process, so
+  the step time of a real 8-GPU run adds the gradient all-reduce (about 177M parameters) and any
+  wait for data (``benchmarks.data_pipeline``).
 * ``memory_1080p.json``: :func:`benchmarks.scaling.main`, ``convnext_t`` at 1080x1920, bf16,
   batch 1: latency and peak ``torch.cuda.max_memory_allocated``.
 * ``bf16_vs_fp32.json``: the flow of ``convnext_t`` on the built-in synthetic pair
   (:func:`mcjepa.data.synthetic.example_pair`, 448x1024) under bf16 autocast and under fp32
-  with TF32 (torch's default on CUDA), each against strict fp32 (TF32 off), as max / mean / 99th
+  with TF32 for both convolutions and matmuls (torch's default allows it for cuDNN convolutions
+  only; matmuls stay full fp32 unless ``torch.backends.cuda.matmul`` allows it, as training's
+  ``run.tf32`` does), each against strict fp32 (TF32 off), as max / mean / 99th
   percentile absolute difference in pixels, through ``model(img1, img2)`` and through
   :func:`mcjepa.flow.estimate`. Without ``--weights`` the model is untrained; as its flow
   predictors start at zero (zero flow in any precision), the all-zero parameters are first drawn
@@ -50,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUDGET_S", "DEADLINE_S", "FILES", "PARTS", "bf16_vs_fp32_rows", "main"]
+__all__ = ["BUDGET_S", "DEADLINE_S", "FILES", "PARTS", "SCOPE", "bf16_vs_fp32_rows", "main"]
 
 PARTS = ("flow_inference", "training_step", "memory_1080p", "bf16_vs_fp32")
 FILES = {name: f"{name}.json" for name in PARTS}
@@ -60,6 +66,12 @@ MIN_PART_S = 15.0  # do not start a part with less time than this left before th
 CHILD_MARGIN_S = 5.0  # a part's process starts its last item this long before it is killed
 ROOT = Path(__file__).resolve().parents[1]
 DIFF_INIT_STD = 0.05  # std of the draw for an untrained model's all-zero parameters (bf16_vs_fp32)
+SCOPE = {  # what each part's figures cover (written to summary.json)
+    "flow_inference": "single process, one GPU, inputs on the GPU",
+    "training_step": "single process, one GPU: one GPU's share of an 8-GPU step; no DDP all-reduce, no data loading",
+    "memory_1080p": "single process, one GPU, batch 1",
+    "bf16_vs_fp32": "single process, one GPU",
+}
 
 
 @dataclass
@@ -401,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for name in args.parts:
         path, log = out_dir / FILES[name], out_dir / "logs" / f"{name}.log"
-        entry: dict[str, Any] = {"part": name, "file": FILES[name], "log": f"logs/{name}.log"}
+        entry: dict[str, Any] = {"part": name, "file": FILES[name], "log": f"logs/{name}.log", "scope": SCOPE[name]}
         path.unlink(missing_ok=True)  # never report a previous run's file as this one's
         left = args.deadline_s - (time.monotonic() - start)
         if left < MIN_PART_S:

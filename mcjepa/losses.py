@@ -63,6 +63,7 @@ __all__ = [
 
 FEATURE_LOSS_NORMS = ("none", "standardize")
 VC_POOLINGS = ("batch", "image")
+MASKED_MEANS = ("batch", "image")  # masked means over the batch's kept pixels, or per image
 
 _SSIM_C1 = 0.01**2  # (K1 * data_range)^2 with data_range = 1
 _SSIM_C2 = 0.03**2  # (K2 * data_range)^2
@@ -110,12 +111,17 @@ def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"{key} must be one of {tuple(choices)}, got {value!r}")
 
 
-def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+def _masked_mean(values: Tensor, mask: Tensor | None, per: str = "batch") -> Tensor:
     """Mean of ``values`` (B, C, H, W) over every element, counting only positions where the
-    ``(B, 1, H, W)`` ``mask`` is set (weighted by it). Returns 0 when the mask is empty."""
+    ``(B, 1, H, W)`` ``mask`` is set (weighted by it). Returns 0 when the mask is empty.
+    ``per="image"``: that mean per image, then averaged over the images (an image's value does
+    not depend on the others' masks)."""
     if mask is None:
         return values.mean()
     c = values.shape[1]
+    if per == "image":
+        num = (values * mask).flatten(1).sum(1)
+        return (num / (mask.flatten(1).sum(1) * c).clamp_min(1e-6)).mean()
     return (values * mask).sum() / (mask.sum() * c).clamp_min(1e-6)
 
 
@@ -134,6 +140,7 @@ def feature_regression_loss(
     feature_norm: str = "none",
     flow_grad: bool = True,
     feature_grad: bool = True,
+    masked_mean: str = "batch",
 ) -> Tensor:
     """L_reg: per-level feature regression between frame t and frame t+1 warped back.
 
@@ -163,6 +170,8 @@ def feature_regression_loss(
             L_cycle (``loss.reg_gradient = "features"``; ``docs/learning_dynamics.md``, section 8).
         feature_grad: let the loss train the features (the paper). False: both pyramids are
             constants here and L_reg trains the flows only (``loss.reg_gradient = "flow"``).
+        masked_mean: with ``mask_out_of_image``, the masked mean over the whole batch
+            (``"batch"``) or per image, then averaged (``"image"``; see :func:`_masked_mean`).
 
     Returns:
         Scalar tensor (squared feature units; squared standard deviations when standardised).
@@ -191,7 +200,7 @@ def feature_regression_loss(
             src, tgt = standardize_feature_pair(src, tgt)
         warped = backward_warp(tgt, flow)
         mask = flow_validity_mask(flow.detach()) if mask_out_of_image else None
-        total = total + w * _masked_mean((src - warped).square(), mask)
+        total = total + w * _masked_mean((src - warped).square(), mask, masked_mean)
     return total
 
 
@@ -253,6 +262,7 @@ def photometric_loss(
     ssim_window: int = 3,
     check_range: bool = True,
     census: float = 0.0,
+    masked_mean: str = "batch",
 ) -> Tensor:
     """L_rec: occlusion-masked photometric distance between frame t and frame t+1 warped back.
 
@@ -272,6 +282,8 @@ def photometric_loss(
         check_range: raise if an image leaves ``[0, 1]`` (costs one host sync).
         census: weight of the census (ternary) distance that UFlow, ARFlow's variants and SMURF
             use instead of L1 / SSIM; 0 (the default) is the paper's distance.
+        masked_mean: ``"batch"``: the mean over the kept pixels of the whole batch; ``"image"``:
+            each image's masked mean, averaged over images (independent of the other images).
 
     Returns:
         Scalar tensor, 0 when the mask is empty.
@@ -296,7 +308,7 @@ def photometric_loss(
         d = d + ssim_weight * dssim.mean(1, keepdim=True)
     if census:
         d = d + census * census_distance(a, b)
-    return _masked_mean(d, m)
+    return _masked_mean(d, m, masked_mean)
 
 
 CENSUS_PATCH = 7  # 7x7 neighbourhoods (UFlow's and SMURF's)
@@ -388,6 +400,7 @@ def cycle_consistency_loss(
     weight: float = 0.2,
     feature_norm: str = "none",
     flow_grad: bool = True,
+    masked_mean: str = "batch",
 ) -> Tensor:
     """L_cycle: features of frame t carried to frame t+1 and back should return unchanged.
 
@@ -412,6 +425,7 @@ def cycle_consistency_loss(
             here and L_cycle shapes only the features: a double bilinear round trip blurs, and
             its blur is smallest at integer (mostly zero) flows, so its flow gradient can point
             away from the true flow (``docs/learning_dynamics.md``).
+        masked_mean: ``"batch"`` or ``"image"``, as in :func:`photometric_loss`.
 
     Returns:
         Scalar tensor.
@@ -436,7 +450,7 @@ def cycle_consistency_loss(
         if not flow_grad:
             f_fwd, f_bwd = f_fwd.detach(), f_bwd.detach()
         round_trip = backward_warp(backward_warp(x, f_bwd), f_fwd)
-        total = total + _masked_mean((x - round_trip).square(), mask.detach().to(x.dtype))
+        total = total + _masked_mean((x - round_trip).square(), mask.detach().to(x.dtype), masked_mean)
     return weight * total
 
 

@@ -404,6 +404,9 @@ def test_default_worker_counts_follow_the_cpus(monkeypatch):
     cfg = load_config("demo", [*TINY, "data.num_workers=-1"])
     assert load_config("paper").data.num_workers == workers.AUTO
     stream, _ = build_content_stream(cfg, DistInfo(rank=0, world_size=1, local_rank=0))
+    assert stream.num_workers == 1  # the 2 CPUs are one budget, shared with the motion stream
+    motion_off = load_config("demo", [*TINY, "data.num_workers=-1", "schedule.motion_enabled=false"])
+    stream, _ = build_content_stream(motion_off, DistInfo(rank=0, world_size=1, local_rank=0))
     assert stream.num_workers == 2
 
 

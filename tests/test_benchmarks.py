@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from benchmarks import breakdown, cpu_speed, flow_inference, gpu_suite, ops, scaling, training_step
+from benchmarks import breakdown, cpu_speed, data_pipeline, flow_inference, gpu_suite, ops, scaling, training_step
 from benchmarks.common import build_variant, measure, parse_size, resolve_device
 from benchmarks.ops_fast import local_correlation_reference, local_correlation_tiled
 from mcjepa.ops import local_correlation
@@ -428,3 +428,22 @@ def test_threads_compares_torch_default_with_mcjepa_default(tmp_path, monkeypatc
     assert set(rows) == {"torch", "mcjepa", "1"}
     assert rows["mcjepa"]["threads"] == default_threads() and rows["1"]["threads"] == 1
     assert all(r["busy_processes"] == 1 and r["median_s"] > 0 for r in rows.values())
+
+
+def test_data_pipeline_times_both_streams_and_plans_cores_per_gpu(tmp_path):
+    out, plot = tmp_path / "dp.json", tmp_path / "dp.png"
+    data_pipeline.main(["--jpegs", "3", "--pairs", "2", "--repeats", "1", "--out", str(out), "--plot", str(plot)])
+    results = _load(out)["results"]
+    rates = [r for r in results if r["row"] == "rate"]
+    assert [r["stream"] for r in rates] == ["content", "motion", "motion", "motion"]
+    assert all(r["items_per_s"] > 0 and r["ms_per_item"] > 0 for r in rates)
+    plan = [r for r in results if r["row"] == "cores_per_gpu"]
+    assert {(p["gpus"], p["step_s"]) for p in plan} == {(g, t) for g in (1, 8) for t in (0.5, 1.0, 2.0)}
+    assert all(p["cores_per_gpu"] > 0 for p in plan) and plot.stat().st_size > 0
+    # 8 GPUs: 48 images at 48/s and 1 pair at 8/s in a 1 s step = 1 + 0.125 cores
+    assert data_pipeline.cores_per_gpu(48.0, 8.0, 8, 1.0) == pytest.approx(1.125)
+
+
+def test_gpu_suite_labels_every_part_single_process():
+    assert set(gpu_suite.SCOPE) == set(gpu_suite.PARTS)
+    assert all(s.startswith("single process") for s in gpu_suite.SCOPE.values())

@@ -16,6 +16,7 @@ examples:
   mcjepa-train --config demo --out runs/demo --resume     # continue after an interruption
   mcjepa-train --config paper --out runs/paper \\
       --set data.content.root=/data/imagenet/train --set data.motion[0].root=...   (see README)
+  mcjepa-train --config paper --preflight --world-size 8   # check data and plan before the GPUs
   torchrun --nproc_per_node 8 -m mcjepa.cli.train --config paper --out runs/paper
   mcjepa-train --config demo --set loss.alpha=0.5 --set schedule.sampling=batch_alternation --out runs/ab
 
@@ -62,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N", default=None, help=f"{THREADS_HELP}; sets run.threads")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (>= 1; for smoke tests)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument(
+        "--preflight",
+        action="store_true",
+        help="check the data roots, count samples, print the schedule in steps, the per-process batch and "
+        "accumulation, the precision, memory and checkpoint estimates, and exit without training",
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        help="with --preflight: the number of training processes to plan for (default: torchrun's "
+        "WORLD_SIZE, else 1), e.g. 16 for 2 nodes of 8 GPUs",
+    )
     return p
 
 
@@ -82,6 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
+        if args.world_size is not None and not args.preflight:
+            raise ConfigError("--world-size only applies with --preflight (torchrun sets the real one)")
+        if args.preflight:
+            import os
+
+            from ..train.preflight import run_preflight
+
+            world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+            if world < 1:
+                raise ConfigError(f"--world-size must be >= 1, got {world}")
+            return run_preflight(cfg, world)
         from ..train.engine import Trainer
 
         trainer = Trainer(

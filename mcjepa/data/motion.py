@@ -278,13 +278,41 @@ def _validate(i: int, spec: Any) -> dict[str, Any]:
         root = Path(spec["root"]).expanduser()
         exists = root.exists() if name == "video" else root.is_dir()
         if not exists:
-            raise FileNotFoundError(f"{where}: key 'root': folder not found: {root} (expected {LAYOUTS[name]})")
+            raise FileNotFoundError(
+                f"{where}: key 'root': folder not found: {root} (expected {LAYOUTS[name]}{_root_hint(name)})"
+            )
     return spec
+
+
+# The folder torchvision's reader appends to the root it is given.
+TORCHVISION_FOLDERS = {
+    "sintel": "Sintel",
+    "kitti2015": "KittiFlow",
+    "flyingchairs": "FlyingChairs",
+    "flyingthings3d": "FlyingThings3D",
+    "hd1k": "hd1k",
+}
+
+
+def reader_root(name: str, root: str | os.PathLike) -> Path:
+    """The root to give torchvision's reader for dataset ``name``: it appends its own folder
+    (``Sintel``, ``KittiFlow``, ...), so a ``root`` that *is* that folder (``data/Sintel``) is
+    replaced by its parent; a parent that holds the folder (``data``) is used as it is."""
+    path = Path(root).expanduser()
+    folder = TORCHVISION_FOLDERS.get(name)
+    if folder and path.name == folder and not (path / folder).is_dir():
+        return path.parent
+    return path
+
+
+def _root_hint(name: str) -> str:
+    folder = TORCHVISION_FOLDERS.get(name)
+    return f"; root may be the {folder} folder itself or the folder holding it" if folder else ""
 
 
 def _source(spec: dict[str, Any]) -> Dataset:
     name, g = spec["name"], spec.get
-    root = Path(g("root", ".")).expanduser()
+    root = reader_root(name, g("root", "."))
     split = g("split") or "train"
     if name == "sintel":
         return TorchvisionFramePairs(tvd.Sintel(root, split=split, pass_name=g("pass_name") or "clean"))
@@ -363,10 +391,13 @@ def build_motion_datasets(specs: Sequence[dict[str, Any]], seed: int | None = No
         try:
             source = _source(spec)
         except (FileNotFoundError, NotADirectoryError) as e:
-            raise FileNotFoundError(f"{where}: could not read {what}: {e} (expected {LAYOUTS[spec['name']]})") from e
+            raise FileNotFoundError(
+                f"{where}: could not read {what}: {e} (expected {LAYOUTS[spec['name']]}{_root_hint(spec['name'])})"
+            ) from e
         if len(source) == 0:
             raise FileNotFoundError(
-                f"{where}: no frame pairs found under {spec.get('root')} (expected {LAYOUTS[spec['name']]})"
+                f"{where}: no frame pairs found under {spec.get('root')} "
+                f"(expected {LAYOUTS[spec['name']]}{_root_hint(spec['name'])})"
             )
         ds_seed = None if seed is None else seed + i
         crop = spec.get("crop")

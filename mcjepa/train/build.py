@@ -14,14 +14,26 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..model import MCJEPA
+from .batching import StepSplit, split_step
 from .config import ConfigError, OptimSection, TrainConfig
 from .data import build_content_stream, build_motion_stream
 from .distributed import DistInfo
+from .global_stats import convert_global_batchnorm
 from .objective import MCJEPAObjective
+from .precision import apply_compile, to_memory_format
 from .schedule import Schedule
 from .streams import ResumableStream
 
-__all__ = ["RunParts", "apply_optim_config", "build_model", "build_optimizer", "build_run", "check_run_dir"]
+__all__ = [
+    "RunParts",
+    "apply_optim_config",
+    "build_model",
+    "build_optimizer",
+    "build_run",
+    "check_run_dir",
+    "step_split",
+    "wrap_ddp",
+]
 
 
 @dataclass
@@ -29,13 +41,14 @@ class RunParts:
     """Everything a run trains with."""
 
     model_config: ModelConfig
-    model: MCJEPA  # with flow head and expander (SyncBatchNorm under DDP on GPUs)
+    model: MCJEPA  # with flow head and expander (GlobalBatchNorm1d: statistics over every process)
     objective: MCJEPAObjective
     forward: nn.Module  # what a step calls: the objective, or its DDP wrapper under torchrun
     optimizer: torch.optim.AdamW
     content_stream: ResumableStream | None
     motion_stream: ResumableStream | None
     schedule: Schedule
+    split: StepSplit  # per-process batches and gradient accumulation of both streams
 
 
 def check_run_dir(path: Path) -> None:
@@ -56,11 +69,11 @@ def check_run_dir(path: Path) -> None:
 
 
 def build_model(model_config: ModelConfig, info: DistInfo, device: torch.device) -> MCJEPA:
-    """The model to train; under torchrun with identical initial weights on every rank."""
-    model = MCJEPA(model_config, flow_head=True, expander=True).to(device)
+    """The model to train; under torchrun with identical initial weights on every rank. The
+    expander's BatchNorm takes its statistics over every process's batch (GlobalBatchNorm1d, on
+    any backend; the same state-dict keys)."""
+    model = convert_global_batchnorm(MCJEPA(model_config, flow_head=True, expander=True)).to(device)
     if info.enabled:
-        if device.type == "cuda":  # PyTorch's SyncBatchNorm runs on GPUs only
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         for p in model.state_dict().values():  # same initial weights everywhere
             dist.broadcast(p, src=0)
     return model
@@ -91,23 +104,65 @@ def apply_optim_config(optimizer: torch.optim.Optimizer, o: OptimSection) -> Non
         g["betas"] = tuple(o.betas)
 
 
+def step_split(cfg: TrainConfig, world_size: int) -> StepSplit:
+    """Both streams' per-process batch and accumulation for ``world_size`` processes.
+
+    Raises:
+        ConfigError: a global batch that ``world_size`` does not divide, naming its key.
+    """
+    d = cfg.data
+    return split_step(
+        d.content_batch_size,
+        d.motion_batch_size,
+        world_size,
+        d.content_max_per_device,
+        d.motion_max_per_device,
+        content=cfg.schedule.content_enabled,
+        motion=cfg.schedule.motion_enabled,
+    )
+
+
+def wrap_ddp(objective: MCJEPAObjective, device: torch.device) -> nn.Module:
+    """The objective under DDP. Every pass uses every parameter (a component a step does not
+    train joins the graph with a zero term, and its gradient is dropped before AdamW), so DDP
+    needs no search for unused parameters; gradients live in DDP's buckets (no copy); buffers
+    are not broadcast (the expander's BatchNorm statistics are the same on every process)."""
+    objective.touch_unused = True
+    for p in objective.parameters():
+        # depthwise kernels (C, 1, k, k): their gradients come with stride 1 on the size-1 axis;
+        # give the parameters that layout (the same memory) so DDP's bucket views match it
+        if p.dim() == 4 and p.shape[1] == 1 and p.stride(1) != 1:
+            p.data = p.data.as_strided(p.shape, (p.stride(0), 1, p.stride(2), p.stride(3)))
+    return nn.parallel.DistributedDataParallel(
+        objective,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=False,
+        gradient_as_bucket_view=True,
+        **_no_buffer_broadcast(),
+    )
+
+
+def _no_buffer_broadcast() -> dict[str, bool]:
+    """DDP's switch for broadcasting buffers before every forward, under this torch's name."""
+    import inspect
+
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
 def build_run(cfg: TrainConfig, info: DistInfo, device: torch.device) -> RunParts:
     """Build every part of a run from ``cfg`` (the caller seeds torch first).
 
     Raises:
-        ConfigError: a bad architecture override, missing data, or too little content data for
-            one batch per epoch.
+        ConfigError: a bad architecture override, missing data, a global batch the number of
+            processes does not divide, or too little content data for one batch per epoch.
     """
+    split = step_split(cfg, info.world_size)
     model_config = cfg.model.resolve()
-    model = build_model(model_config, info, device)
+    model = to_memory_format(build_model(model_config, info, device), cfg.run.channels_last)
+    apply_compile([model.encoder, model.flow_head], cfg.run.compile)
     objective = MCJEPAObjective(model, cfg.loss)
-    forward: nn.Module = objective
-    if info.enabled:
-        forward = nn.parallel.DistributedDataParallel(
-            objective,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,  # content-only steps leave the flow head unused
-        )
+    forward: nn.Module = wrap_ddp(objective, device) if info.enabled else objective
     optimizer = build_optimizer(model, cfg.optim)
     content_stream, content_len = build_content_stream(cfg, info) if cfg.schedule.content_enabled else (None, 0)
     motion_stream, motion_batches = build_motion_stream(cfg, info) if cfg.schedule.motion_enabled else (None, 0)
@@ -117,5 +172,5 @@ def build_run(cfg: TrainConfig, info: DistInfo, device: torch.device) -> RunPart
     if steps <= 0:
         raise ConfigError("schedule.steps_per_epoch resolved to 0: the content data is smaller than one batch")
     return RunParts(
-        model_config, model, objective, forward, optimizer, content_stream, motion_stream, Schedule(cfg, steps)
+        model_config, model, objective, forward, optimizer, content_stream, motion_stream, Schedule(cfg, steps), split
     )

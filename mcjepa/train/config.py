@@ -7,10 +7,12 @@ architecture overrides (:class:`~mcjepa.schema.Partial` of the :mod:`mcjepa.conf
 resolved and checked at load time (:meth:`ModelSection.resolve`). Per-level weights are
 :class:`~mcjepa.levels.LevelWeights` (fine to coarse) read from the ``*_coarse_to_fine`` keys.
 
-The ``paper`` config (``mcjepa/configs/paper.toml``) holds the seed's recipe with a source for
-every value; the dataclass defaults below are the same numbers, so a key left out of a config
-file means "the paper's value". Unknown keys and wrong types fail at start-up with the key's
-dotted name.
+The ``paper`` config (``mcjepa/configs/paper.toml``) holds the paper's objective as written
+(arXiv 2307.12698) with a source for every value, and ``paper-measured`` the same with this
+project's measured departures (``docs/learning_dynamics.md``). The dataclass defaults below are
+the paper's numbers except the loss forms ``paper-measured`` changes and ``loss.vc_max_samples``
+/ ``loss.masked_mean`` (the library's defaults, which the demos use). Unknown keys and wrong
+types fail at start-up with the key's dotted name.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..config import EncoderConfig, ExpanderConfig, FlowHeadConfig, ModelConfig,
 from ..data.synthetic import MOTION_PRESETS
 from ..encoder import MIN_INPUT_SIZE
 from ..levels import PAPER_REG_WEIGHTS, PAPER_VC_COV_WEIGHTS, PAPER_VC_VAR_WEIGHTS, LevelWeights
-from ..losses import FEATURE_LOSS_NORMS, VC_POOLINGS
+from ..losses import FEATURE_LOSS_NORMS, MASKED_MEANS, VC_POOLINGS
 from ..schema import ConfigError, Partial, from_dict, to_dict
 from .config_files import apply_overrides, available_configs, parse_value, read_toml
 
@@ -42,6 +44,7 @@ REG_GRADIENTS = ("both", "features", "flow")
 OCCLUSION_ESTIMATES = ("forward_backward", "range_map")
 SAMPLING_STRATEGIES = ("combined", "batch_alternation", "epoch_alternation", "frozen_encoder_flow")
 VC_MODES = ("all", "last", "off")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 @dataclass
@@ -179,12 +182,19 @@ class LossSection:
     vc_cov_weights: LevelWeights = field(
         default=PAPER_VC_COV_WEIGHTS, metadata={"key": "vc_cov_weights_coarse_to_fine"}
     )
-    vc_max_samples: int = 4096  # positions subsampled per level for L_vc (cost control)
+    # positions subsampled per level, micro-batch and process for L_vc; 0 = every position (the
+    # paper). Not needed for cost: L_vc is computed from per-channel sums and second moments.
+    vc_max_samples: int = 4096
     # L_vc samples: "batch" (the paper / NOTES: every position of the batch is a sample) or
     # "image" (statistics within each image, averaged over images). "image" guards against
     # spatial collapse but not against identical frames, and gained nothing in the demo once the
     # feature losses are standardised (docs/learning_dynamics.md), so the paper's form stays.
     vc_pooling: str = "batch"
+    # Masked means (L_rec, L_cycle, and L_reg with reg_mask_out_of_image) over the kept pixels of
+    # the whole batch ("batch") or of each image, then averaged over images ("image"). The paper
+    # does not say; "image" keeps each pair's loss independent of the others, so the objective is
+    # the same however the batch is split over processes and micro-batches.
+    masked_mean: str = "batch"
     vicreg_inv: float = 1.0  # seed §4.5.6 (VICReg paper: 25)
     vicreg_var: float = 25.0  # seed §4.5.6
     vicreg_cov: float = 1.0  # seed §4.5.6
@@ -196,10 +206,20 @@ class DataSection:
     content: dict[str, Any] = field(default_factory=lambda: {"type": "imagefolder", "root": "", "size": 224})
     # motion stream: list of dataset specs, see mcjepa.data.motion.build_motion_datasets
     motion: list[dict[str, Any]] = field(default_factory=list)
-    content_batch_size: int = 384  # global, seed §5
-    motion_batch_size: int = 8  # global, seed §5
-    # DataLoader processes per stream and training process; -1 = auto: min(8, the CPUs available
-    # to each training process on this machine) (mcjepa.data.workers.resolve_num_workers)
+    # Global batches: all processes together, per optimisation step (the paper's 384 and 8,
+    # arXiv 2307.12698 section 5). Each of W processes takes batch / W samples
+    # (mcjepa.train.batching); W must divide both.
+    content_batch_size: int = 384
+    motion_batch_size: int = 8
+    # The most samples of a stream one device holds in one forward / backward pass; a larger
+    # per-process share is split into equal micro-batches whose gradients accumulate before the
+    # step. 0: no cap (one pass). Batch statistics stay global (mcjepa.train.global_stats), so the
+    # cap changes memory and time, not the objective.
+    content_max_per_device: int = 0
+    motion_max_per_device: int = 0
+    # DataLoader processes per training process, shared by the two streams (content gets the
+    # larger half); -1 = auto: min(8, the CPUs available to each training process on this
+    # machine) (mcjepa.data.workers.resolve_num_workers), so a node starts at most its CPUs.
     num_workers: int = -1
     # held-out synthetic pairs for the EPE printed at the end (0 disables)
     eval_synthetic_pairs: int = 0
@@ -219,7 +239,15 @@ class DataSection:
 class RunSection:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # Autocast precision (mcjepa.train.precision): "auto" = bf16 on GPUs with native bf16
+    # (compute capability >= 8.0), fp16 with a gradient scaler on older GPUs (the paper's V100),
+    # fp32 on the CPU; or "bf16", "fp16", "fp32" explicitly.
+    precision: str = "auto"
+    # TF32 tensor cores for fp32 matmuls and convolutions on GPUs that have them (>= 8.0);
+    # torch leaves matmuls in full fp32 by default.
+    tf32: bool = True
+    channels_last: bool = False  # NHWC memory format for the convolutions (same results)
+    compile: bool = False  # torch.compile the encoder and the flow head (nn.Module.compile)
     checkpoint_every: int = 1000  # steps; 0 = no checkpoints (the run cannot be resumed)
     keep_last: int = 3  # checkpoints kept; 0 = keep all
     log_every: int = 50  # steps between metrics.jsonl records (and progress lines when stderr is no terminal)
@@ -258,6 +286,10 @@ class TrainConfig:
             )
         if self.loss.reg_gradient not in REG_GRADIENTS:
             raise ConfigError(f"loss.reg_gradient must be one of {REG_GRADIENTS}, got {self.loss.reg_gradient!r}")
+        if self.loss.masked_mean not in MASKED_MEANS:
+            raise ConfigError(f"loss.masked_mean must be one of {MASKED_MEANS}, got {self.loss.masked_mean!r}")
+        if self.run.precision not in PRECISIONS:
+            raise ConfigError(f"run.precision must be one of {PRECISIONS}, got {self.run.precision!r}")
         if self.loss.vc_pooling not in VC_POOLINGS:
             raise ConfigError(f"loss.vc_pooling must be one of {VC_POOLINGS}, got {self.loss.vc_pooling!r}")
         if self.data.eval_synthetic_motion not in MOTION_PRESETS:
@@ -346,7 +378,9 @@ _NON_NEGATIVE_FLOATS = (
 # (key, minimum, what the minimum means)
 _INT_MINIMUMS = (
     ("schedule.steps_per_epoch", 0, " (0: one pass over the content data)"),
-    ("loss.vc_max_samples", 1, ""),
+    ("loss.vc_max_samples", 0, " (0: every position)"),
+    ("data.content_max_per_device", 0, " (0: no cap)"),
+    ("data.motion_max_per_device", 0, " (0: no cap)"),
     ("data.num_workers", -1, " (0: load in the training process, -1: auto)"),
     ("data.eval_synthetic_pairs", 0, " (0: off)"),
     ("run.checkpoint_every", 0, " (0: no checkpoints)"),

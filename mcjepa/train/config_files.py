@@ -99,9 +99,39 @@ def available_configs() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("mcjepa.configs").iterdir() if p.name.endswith(".toml"))
 
 
-def read_toml(path_or_name: str | Path) -> tuple[dict[str, Any], str]:
+def read_toml(path_or_name: str | Path, _chain: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
     """Read a shipped config by name or a TOML file path; return its dict (not validated) and
-    its name (the file stem)."""
+    its name (the file stem). A file with ``base = "NAME"`` (a shipped config or a path, relative
+    to the file) holds only its differences: its tables are merged key by key into the base's
+    (lists and values replace the base's), and the base's ``name`` is dropped."""
+    data, stem = _read_one(path_or_name)
+    base = data.pop("base", None)
+    if base is None:
+        return data, stem
+    if not isinstance(base, str):
+        raise ConfigError(f"--config {path_or_name}: base must be a config name or path, got {base!r}")
+    if base in _chain or len(_chain) > 8:
+        raise ConfigError(f"--config {path_or_name}: base configs form a loop ({' -> '.join((*_chain, base))})")
+    folder = Path(path_or_name).parent if Path(path_or_name).suffix == ".toml" else None
+    target = folder / base if folder is not None and (folder / base).suffix == ".toml" else base
+    parent, _ = read_toml(target, (*_chain, str(path_or_name)))
+    parent.pop("name", None)
+    return _merge(parent, data), stem
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` applied: tables merged recursively, anything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_one(path_or_name: str | Path) -> tuple[dict[str, Any], str]:
+    """One config file's dict and stem (no ``base`` resolution)."""
     path = Path(path_or_name)
     if path.suffix == ".toml" or path.exists():
         if path.is_dir():

@@ -8,30 +8,42 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from ..data.workers import resolve_num_workers
+from .batching import split_batch
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo
 from .streams import ResumableStream
 
-__all__ = ["build_content_stream", "build_motion_stream"]
+__all__ = ["build_content_dataset", "build_content_stream", "build_motion_stream", "stream_workers"]
 
 CONTENT_STREAM, MOTION_STREAM = 1, 2
 
 
 def _per_rank(global_batch: int, dist: DistInfo, key: str) -> int:
-    if global_batch % dist.world_size:
-        raise ConfigError(f"{key}={global_batch} is not divisible by the {dist.world_size} processes")
-    return global_batch // dist.world_size
+    """Each process's share of a global batch (the caps do not matter here: a process loads its
+    whole share per step; mcjepa.train.batching splits it into micro-batches)."""
+    return split_batch(global_batch, dist.world_size, 0, key, key).per_rank
+
+
+def stream_workers(budget: int, content: bool, motion: bool) -> tuple[int, int]:
+    """DataLoader workers ``(content, motion)`` from one training process's ``budget``: with both
+    streams on, content (decoding and augmenting many images) takes the larger half, so the two
+    never start more than the budget together; a stream that is off takes none."""
+    if content and motion:
+        return budget - budget // 2, budget // 2
+    return (budget, 0) if content else (0, budget if motion else 0)
 
 
 def _stream(cfg: TrainConfig, dataset, sampler, batch_size: int | None, stream_id: int) -> ResumableStream:
     """A resumable loader; host memory is pinned only with CUDA (elsewhere it only earns a warning)."""
+    budget = resolve_num_workers(cfg.data.num_workers, default=8)
+    content, motion = stream_workers(budget, cfg.schedule.content_enabled, cfg.schedule.motion_enabled)
     return ResumableStream(
         dataset,
         sampler,
         batch_size,
         cfg.run.seed,
         stream_id,
-        num_workers=resolve_num_workers(cfg.data.num_workers, default=8),
+        num_workers=content if stream_id == CONTENT_STREAM else motion,
         pin_memory=torch.cuda.is_available(),
     )
 

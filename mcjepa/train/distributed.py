@@ -11,7 +11,7 @@ import torch.distributed as dist
 from ..devices import DeviceError, resolve_device
 from .config import ConfigError
 
-__all__ = ["DistInfo", "all_finite", "init_distributed", "shutdown_distributed"]
+__all__ = ["DistInfo", "init_distributed", "shutdown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,6 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank), device
-
-
-def all_finite(value: torch.Tensor) -> bool:
-    """True when ``value`` is finite on every rank (so all ranks skip a bad step together)."""
-    flag = torch.isfinite(value.detach()).all().to(torch.float32).reshape(1)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item() > 0)
 
 
 def shutdown_distributed() -> None:

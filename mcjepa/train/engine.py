@@ -4,8 +4,9 @@
 :meth:`Trainer.fit`, which calls the pieces that do the work:
 
 * :mod:`~mcjepa.train.build`: the model, objective, optimiser, data streams and schedule;
-* :mod:`~mcjepa.train.step`: one optimisation step (bf16 autocast on CUDA, optional gradient
-  clipping, non-finite steps skipped and counted);
+* :mod:`~mcjepa.train.step`: one optimisation step (autocast at the hardware's precision,
+  :mod:`~mcjepa.train.precision`; gradient accumulation over micro-batches with global batch
+  statistics; optional gradient clipping; non-finite steps skipped and counted);
 * :mod:`~mcjepa.train.metrics_log`: ``metrics.jsonl``, TensorBoard and progress (rank 0);
 * :mod:`~mcjepa.train.evaluate`: held-out synthetic EPE and the content k-NN at the end;
 * :mod:`~mcjepa.train.release`: the safetensors release, carrying the summary's metrics;
@@ -40,6 +41,7 @@ from .config import ConfigError, TrainConfig
 from .distributed import init_distributed
 from .evaluate import run_content_knn, run_synthetic_epe
 from .metrics_log import MetricsLog, Progress, truncate_metrics
+from .precision import apply_tf32, resolve_precision
 from .release import release_metrics, write_release
 from .resume import RESUME_FREE_KEYS, check_config_change, config_changes, load_newest_intact
 from .step import StepRunner, TrainingDiverged, nonfinite_tensors, parameters_diverged
@@ -83,7 +85,8 @@ class Trainer:
             set_threads(cfg.run.threads or None)  # 0: the shared default (mcjepa.threads)
         except ValueError as exc:  # a bad OMP_NUM_THREADS
             raise ConfigError(f"run.threads: {exc}") from None
-        self.use_bf16 = cfg.run.bf16 and self.device.type == "cuda"
+        self.precision = resolve_precision(cfg.run.precision, self.device)
+        self.tf32 = apply_tf32(cfg.run.tf32, self.device)
         torch.manual_seed(cfg.run.seed + self.dist.rank)
 
         parts = build_run(cfg, self.dist, self.device)
@@ -91,15 +94,19 @@ class Trainer:
         self.ddp = parts.forward
         self.optimizer, self.schedule = parts.optimizer, parts.schedule
         self.content_stream, self.motion_stream = parts.content_stream, parts.motion_stream
+        self.split = parts.split
         self.runner = StepRunner(
             forward=self.ddp,
+            objective=self.objective,
             model=self.model,
             optimizer=self.optimizer,
             schedule=self.schedule,
             content_stream=self.content_stream,
             motion_stream=self.motion_stream,
             device=self.device,
-            bf16=self.use_bf16,
+            split=self.split,
+            precision=self.precision,
+            channels_last=cfg.run.channels_last,
             grad_clip=cfg.optim.grad_clip,
             max_nonfinite_in_row=cfg.run.max_nonfinite_in_row,
             run_dir=self.run_dir,
@@ -139,6 +146,7 @@ class Trainer:
             "content_stream": self.content_stream.state_dict() if self.content_stream else None,
             "motion_stream": self.motion_stream.state_dict() if self.motion_stream else None,
             "nonfinite_total": self.nonfinite_total,
+            "grad_scaler": self.runner.scaler.state_dict() if self.runner.scaler is not None else None,
             "elapsed_s": self.elapsed_s(),
             "baseline_metrics": self.baseline_metrics,
             "config": json.dumps(self.cfg.to_dict()),
@@ -166,6 +174,8 @@ class Trainer:
         apply_optim_config(self.optimizer, self.cfg.optim)
         self.step = int(state["step"])
         self.runner.nonfinite_total = int(state.get("nonfinite_total", 0))
+        if self.runner.scaler is not None and state.get("grad_scaler"):
+            self.runner.scaler.load_state_dict(state["grad_scaler"])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         self.baseline_metrics = dict(state.get("baseline_metrics", {}))
         if self.content_stream and state.get("content_stream"):
@@ -233,6 +243,10 @@ class Trainer:
             "train": self.cfg.to_dict(),
             "model": self.model_config.to_dict(),
             "world_size": self.dist.world_size,
+            "content_split": self.split.content.describe(),
+            "motion_split": self.split.motion.describe(),
+            "precision": self.precision.name,
+            "tf32": self.tf32,
             "steps_per_epoch": self.schedule.steps_per_epoch,
             "total_steps": self.schedule.total_steps,
         }

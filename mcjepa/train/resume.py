@@ -23,7 +23,11 @@ RESUME_FREE_KEYS = frozenset(
     {
         "name",
         "run.device",
-        "run.bf16",
+        "run.bf16",  # (the precision key of earlier versions)
+        "run.precision",
+        "run.tf32",
+        "run.channels_last",
+        "run.compile",
         "run.checkpoint_every",
         "run.keep_last",
         "run.log_every",
@@ -33,6 +37,9 @@ RESUME_FREE_KEYS = frozenset(
         "run.max_steps",
         "run.threads",
         "data.num_workers",  # every sample is seeded by its position: any worker count, same batches
+        # micro-batching changes memory and time, not the objective (batch statistics stay global)
+        "data.content_max_per_device",
+        "data.motion_max_per_device",
     }
 )
 RESUME_FREE_PREFIXES = ("data.eval_",)
