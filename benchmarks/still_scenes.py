@@ -99,6 +99,35 @@ def still_scene_scores(
     return out
 
 
+@torch.no_grad()
+def still_flow_per_level(model: torch.nn.Module, still_photos: int = 16) -> dict[str, dict[str, float]]:
+    """Where a model's still-scene flow comes from: on the held-out photos at 96x128 against
+    themselves, each head level's flow (``FlowHeadOutput.level_flows``) as mean |flow| and mean
+    (u, v), converted to input pixels. Returns ``{"level i (stride s)": {"mean_abs", "mean_u",
+    "mean_v"}}``, coarse to fine; an offset shows as a mean (u, v) near the mean |flow|, noise as
+    a mean (u, v) near 0."""
+    from mcjepa.encoder import imagenet_normalize
+
+    photos = open_flow_dataset(
+        "real-texture", real_texture_pairs=still_photos, real_texture_size=(96, 128), seed=REAL_TEXTURE_SEED_OFFSET
+    )
+    device = next(model.parameters()).device
+    sums: dict[int, Tensor] = {}
+    strides = model.encoder.feature_info if hasattr(model.encoder, "feature_info") else None
+    for i in range(len(photos)):
+        x = imagenet_normalize(photos[i].image1[None].float().div(255).to(device))
+        out = model.estimate_flow(x, x)
+        for level, f in zip(out.levels, out.level_flows):
+            f = f.float().cpu() * torch.tensor([128 / f.shape[-1], 96 / f.shape[-2]]).view(1, 2, 1, 1)
+            stats = torch.stack((f.norm(dim=1).mean(), f[:, 0].mean(), f[:, 1].mean()))
+            sums[level] = sums.get(level, 0) + stats / len(photos)
+    result = {}
+    for level in sorted(sums, reverse=True):
+        stride = strides[level]["reduction"] if strides is not None else "?"
+        result[f"level {level} (stride {stride})"] = dict(zip(("mean_abs", "mean_u", "mean_v"), sums[level].tolist()))
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", default="mcjepa_small_real", help="a release name, folder or file (mcjepa.flow.load)")
@@ -112,10 +141,17 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     from mcjepa import flow
 
-    model = flow.load(args.weights)
+    if args.weights.endswith(".pt"):  # a training checkpoint (mcjepa-train's checkpoints/ckpt_*.pt)
+        from mcjepa.export import model_from_checkpoint
+
+        model = model_from_checkpoint(args.weights)[0].eval()
+    else:
+        model = flow.load(args.weights)
     methods = {"mcjepa": model_method(model)} | {b: get_baseline(b) for b in args.baselines}
     scores = still_scene_scores(methods, video_pairs(args.video, args.pairs, args.size))
     scores["weights"] = args.weights
+    scores["mcjepa_still_flow_per_level"] = still_flow_per_level(model)
+    print("mcjepa still |flow| per head level, input pixels:", scores["mcjepa_still_flow_per_level"])
     for name, s in scores["methods"].items():
         print(
             f"{name:10s} still |flow| photos {s['still_flow_photos_96x128']:.3f} px, video "

@@ -447,3 +447,24 @@ def test_data_pipeline_times_both_streams_and_plans_cores_per_gpu(tmp_path):
 def test_gpu_suite_labels_every_part_single_process():
     assert set(gpu_suite.SCOPE) == set(gpu_suite.PARTS)
     assert all(s.startswith("single process") for s in gpu_suite.SCOPE.values())
+
+
+def test_still_flow_per_level_in_input_pixels_coarse_to_fine():
+    """A head whose decoder adds one unit of u at every level (0.5 input px per level): the
+    coarsest level holds 0.5 px of u, each finer level 0.5 px more, v stays 0; keys name the
+    level and its stride."""
+    from dataclasses import replace
+
+    from benchmarks.still_scenes import still_flow_per_level
+    from mcjepa.config import model_config
+    from mcjepa.model import build_model
+
+    cfg = model_config("micro")
+    model = build_model(replace(cfg, flow_head=replace(cfg.flow_head, finest_level=1))).eval()
+    with torch.no_grad():
+        model.flow_head.decoder.predict_flow.bias.copy_(torch.tensor([1.0, 0.0]))
+    levels = still_flow_per_level(model, still_photos=2)
+    assert list(levels) == [f"level {i} (stride {s})" for i, s in ((5, 32), (4, 16), (3, 8), (2, 4), (1, 4))]
+    for k, stats in enumerate(levels.values(), start=1):
+        assert stats["mean_abs"] == pytest.approx(0.5 * k, rel=1e-5)
+        assert stats["mean_u"] == pytest.approx(0.5 * k, rel=1e-5) and stats["mean_v"] == pytest.approx(0.0, abs=1e-6)
