@@ -3,8 +3,14 @@ its files match the manifest's sha256, and it estimates flow on held-out real-te
 (bundled photos that training never saw, seeds training never used) far better than zero flow,
 which random weights do not (so the test fails if the weights were swapped).
 
-The bound is 0.75x zero flow: the shipped model measures 4.70 vs 7.32 px (0.64x) on these 8 pairs.
-The real-footage issue asked for 0.5x; the model does not reach it (docs/real_footage.md)."""
+The bound is 0.55x zero flow: the shipped model measures 3.68 vs 7.32 px (0.50x) on these 8 pairs;
+the model it replaced measured 4.70 px (0.64x) and random weights about 1.0x, so both fail. Inference
+is deterministic, so the margin only covers kernel differences between machines.
+
+Still scenes: on a held-out photo against itself the shipped model predicts 0.39 px of mean flow
+(the model it replaced: 0.45 px; OpenCV's DIS and Farnebäck: 0). The goal is below 0.1 px and is
+not met (docs/scaling.md, "Why the model invents motion on still frames"); the test pins the
+measured figure so that a regression shows."""
 
 import hashlib
 import warnings
@@ -75,5 +81,13 @@ def test_beats_zero_flow_on_held_out_real_texture_pairs(bundled_model, held_out)
         warnings.simplefilter("ignore")  # the untrained-weights warning is expected here
         torch.manual_seed(0)
         random = _epe(flow.load(weights="random", variant="small"), image1, image2, truth)
-    assert trained < 0.75 * zero, f"bundled model EPE {trained:.3f} px vs zero flow {zero:.3f} px"
+    assert trained < 0.55 * zero, f"bundled model EPE {trained:.3f} px vs zero flow {zero:.3f} px"
     assert random > 0.9 * zero, f"random weights EPE {random:.3f} px vs zero flow {zero:.3f} px"
+
+
+def test_still_scene_flow_stays_below_the_measured_figure(bundled_model, held_out):
+    image1 = held_out[0]
+    with torch.no_grad():
+        still = torch.stack([flow.estimate(a, a, model=bundled_model) for a in image1])
+    mean_flow = float(still.norm(dim=1).mean())
+    assert mean_flow < 0.42, f"bundled model invents {mean_flow:.3f} px of mean flow on still frames"
