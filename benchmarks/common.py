@@ -149,8 +149,9 @@ def environment(device: torch.device) -> dict[str, Any]:
         info["cuda"] = torch.version.cuda
         # fp32 convolutions run in TF32 when the first is True (torch's default), fp32 matmuls when the
         # second is (torch's default: False, full fp32)
-        info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
-        info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        from mcjepa.train.precision import tf32_state
+
+        info["matmul_allow_tf32"], info["cudnn_allow_tf32"] = tf32_state()
     else:
         info["device_name"] = platform.processor() or platform.machine()
         info["note"] = CPU_NOTE

@@ -162,14 +162,14 @@ BUILDERS: dict[str, Callable[[str, bool, str | None], Part]] = {
 @contextmanager
 def _tf32(enabled: bool) -> Iterator[None]:
     """Set cuDNN's and cuBLAS's TF32 switches for the block (they only matter on CUDA)."""
-    import torch
+    from mcjepa.train.precision import set_tf32, tf32_state
 
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    saved = tf32_state()
+    set_tf32(enabled, enabled)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        set_tf32(*saved)
 
 
 def _diff_model(variant: str, device: Any, weights: str | None) -> tuple[Any, str]:

@@ -142,10 +142,18 @@ def test_precision_refuses_emulated_bf16_and_half_on_the_cpu():
 
 
 def test_tf32_is_used_only_where_it_exists():
-    assert apply_tf32(True, torch.device("cpu"), capability=None) is False
-    assert apply_tf32(True, torch.device("cuda"), capability=(7, 0)) is False
-    assert apply_tf32(True, torch.device("cuda"), capability=(8, 0)) is True
-    assert apply_tf32(False, torch.device("cuda"), capability=(9, 0)) is False
+    from mcjepa.train.precision import set_tf32, tf32_state
+
+    saved = tf32_state()
+    try:
+        assert apply_tf32(True, torch.device("cpu"), capability=None) is False
+        assert apply_tf32(True, torch.device("cuda"), capability=(7, 0)) is False
+        assert apply_tf32(True, torch.device("cuda"), capability=(8, 0)) is True
+        assert tf32_state() == (True, True)
+        assert apply_tf32(False, torch.device("cuda"), capability=(9, 0)) is False
+        assert tf32_state() == (False, False)
+    finally:
+        set_tf32(*saved)
 
 
 def _micro_pair():
@@ -178,10 +186,13 @@ def test_compile_gives_the_same_flow_and_keeps_parameter_names():
 
     model, a, b = _micro_pair()
     names = list(model.state_dict())
-    with torch.no_grad():
-        ref = model(a, b)
-        apply_compile([model.encoder, model.flow_head], True, backend="aot_eager")
-        out = model(a, b)
+    try:
+        with torch.no_grad():
+            ref = model(a, b)
+            apply_compile([model.encoder, model.flow_head], True, backend="aot_eager")
+            out = model(a, b)
+    finally:
+        torch._dynamo.reset()  # compiled code and guards must not leak into later tests
     assert list(model.state_dict()) == names  # checkpoints and releases unchanged
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 

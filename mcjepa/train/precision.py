@@ -95,13 +95,31 @@ def apply_tf32(enabled: bool, device: torch.device, capability: tuple[int, int] 
     cap = _capability(device) if capability == "detect" else capability
     has_tf32 = cap is not None and tuple(cap) >= NATIVE_BF16_CAPABILITY
     if device.type == "cuda":
-        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9's settings
-            torch.backends.cuda.matmul.fp32_precision = "tf32" if enabled else "ieee"
-            torch.backends.cudnn.conv.fp32_precision = "tf32" if enabled else "ieee"
-        else:
-            torch.backends.cuda.matmul.allow_tf32 = enabled
-            torch.backends.cudnn.allow_tf32 = enabled
+        set_tf32(enabled, enabled)
     return enabled and has_tf32
+
+
+def tf32_state() -> tuple[bool, bool]:
+    """Whether fp32 ``(matmuls, convolutions)`` may run in TF32 now. Reads torch >= 2.9's
+    ``fp32_precision`` settings where they exist (torch refuses the legacy ``allow_tf32`` flags
+    once the new ones were set), the legacy flags otherwise."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        conv = torch.backends.cudnn.conv.fp32_precision
+        return matmul.fp32_precision == "tf32", conv == "tf32"
+    return bool(matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32)
+
+
+def set_tf32(matmuls: bool, convolutions: bool) -> None:
+    """Allow (True) or forbid TF32 for fp32 matmuls and cuDNN convolutions, through the same API
+    that :func:`tf32_state` reads; the one place this package changes them."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9's settings
+        matmul.fp32_precision = "tf32" if matmuls else "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "tf32" if convolutions else "ieee"
+    else:
+        matmul.allow_tf32 = matmuls
+        torch.backends.cudnn.allow_tf32 = convolutions
 
 
 def to_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
