@@ -41,6 +41,7 @@ __all__ = [
     "parse_size",
     "print_table",
     "resolve_device",
+    "run_json_child",
     "setup_threads",
     "write_json",
 ]
@@ -49,6 +50,14 @@ CPU_NOTE = (
     "CPU timings are indicative only: taken on a shared machine (2 cores shared with other jobs) "
     "unless stated otherwise"
 )
+
+
+def run_json_child(cmd: list[str], env: dict[str, str]) -> dict:
+    """Run one benchmark setting in a child process; returns the row it prints last, as JSON."""
+    import subprocess
+
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def parse_size(text: str) -> tuple[int, int]:

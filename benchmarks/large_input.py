@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .common import parse_size, print_table, write_json
+from .common import run_json_child as _run_child  # a module global, so tests can run children in-process
 
 __all__ = ["build_parser", "main"]
 
@@ -98,12 +98,6 @@ def _worker(args: argparse.Namespace) -> dict:
         "source": source,
         "threads": torch.get_num_threads(),
     }
-
-
-def _run_child(cmd: list[str], env: dict[str, str]) -> dict:
-    """Run one setting in a child process; returns the row it prints as JSON."""
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> dict:
