@@ -113,7 +113,6 @@ def still_flow_per_level(model: torch.nn.Module, still_photos: int = 16) -> dict
     )
     device = next(model.parameters()).device
     sums: dict[int, Tensor] = {}
-    strides = model.encoder.feature_info if hasattr(model.encoder, "feature_info") else None
     for i in range(len(photos)):
         x = imagenet_normalize(photos[i].image1[None].float().div(255).to(device))
         out = model.estimate_flow(x, x)
@@ -123,7 +122,7 @@ def still_flow_per_level(model: torch.nn.Module, still_photos: int = 16) -> dict
             sums[level] = sums.get(level, 0) + stats / len(photos)
     result = {}
     for level in sorted(sums, reverse=True):
-        stride = strides[level]["reduction"] if strides is not None else "?"
+        stride = model.encoder.feature_info[level]["reduction"]
         result[f"level {level} (stride {stride})"] = dict(zip(("mean_abs", "mean_u", "mean_v"), sums[level].tolist()))
     return result
 

@@ -8,9 +8,8 @@ def _seed():
     yield
 
 
-@pytest.fixture(scope="module")
-def model():
-    """The micro model with its zero-initialised flow predictors randomised, so that its flow is
+def randomised_micro():
+    """A fresh micro model with its zero-initialised flow predictors randomised, so that its flow is
     non-zero and depends on the image content (an untrained model's flow is exactly zero)."""
     from mcjepa import build_model
 
@@ -21,3 +20,9 @@ def model():
             if not p.any():
                 p.normal_(0.0, 0.05)
     return m
+
+
+@pytest.fixture(scope="module")
+def model():
+    """:func:`randomised_micro`, shared by a module's tests (do not modify it)."""
+    return randomised_micro()

@@ -157,16 +157,11 @@ def test_tf32_is_used_only_where_it_exists():
 
 
 def _micro_pair():
-    from mcjepa import build_model
+    """A fresh randomised micro model (the tests below change it in place) and two frames."""
+    from conftest import randomised_micro
 
-    torch.manual_seed(0)
-    model = build_model("micro").eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.05)
     g = torch.Generator().manual_seed(1)
-    return model, torch.rand(1, 3, 64, 96, generator=g), torch.rand(1, 3, 64, 96, generator=g)
+    return randomised_micro(), torch.rand(1, 3, 64, 96, generator=g), torch.rand(1, 3, 64, 96, generator=g)
 
 
 def test_channels_last_gives_the_same_flow():
