@@ -72,6 +72,10 @@ CELLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "scaled": ("demo", ()),
     "scaled_coarsest3": ("demo", ("model.flow_head.coarsest_level=3",)),
     "scaled_range_map": ("demo", ("loss.occlusion_estimate=range_map",)),
+    "scaled_range_map_static": (
+        "demo",
+        ("loss.occlusion_estimate=range_map", "data.motion[0].static_fraction=0.1"),
+    ),
 }
 STEPS_PER_EPOCH = 30  # every cell's schedule.steps_per_epoch (the demo's)
 SETS = {
