@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcjepa.io_atomic import atomic_write_bytes
+from mcjepa.utils.atomic import atomic_write_bytes
 
 SEED_SOURCE = "/work/shared/seeds/001_16b8e54d5e98c42f.txt"
 
@@ -267,7 +267,7 @@ def real_texture_metrics(run_dir: Path, seed: int, quick: bool) -> dict[str, flo
     the same pairs: ``{"real_texture_epe", "real_texture_zero_flow_epe"}``. Raises when the run
     folder holds no loadable checkpoint."""
     from mcjepa.eval.flow_eval import REAL_TEXTURE_SEED_OFFSET
-    from mcjepa.export import model_from_checkpoint
+    from mcjepa.release.export import model_from_checkpoint
     from mcjepa.train.checkpoint import latest_checkpoint
     from mcjepa.train.evaluate import synthetic_epe
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from mcjepa.config import ModelConfig, model_config
-from mcjepa.devices import DeviceError
-from mcjepa.devices import resolve_device as _resolve_device
+from mcjepa.architecture import ModelConfig, model_config
+from mcjepa.utils.devices import DeviceError
+from mcjepa.utils.devices import resolve_device as _resolve_device
 
 __all__ = [
     "CPU_NOTE",
@@ -69,7 +69,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """:func:`mcjepa.devices.resolve_device` for ``--device``; ``auto`` picks CUDA when present.
+    """:func:`mcjepa.utils.devices.resolve_device` for ``--device``; ``auto`` picks CUDA when present.
 
     Raises ``SystemExit`` with its message (e.g. when CUDA is asked for but absent)."""
     try:

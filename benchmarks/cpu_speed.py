@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from mcjepa import flow as flow_api
-from mcjepa.config import MODEL_VARIANTS
+from mcjepa.architecture import MODEL_VARIANTS
 from mcjepa.encoder import imagenet_normalize
 
 from .common import add_common_args, parse_size, print_table, resolve_device, setup_threads, write_json

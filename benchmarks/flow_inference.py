@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.optical_flow import raft_large, raft_small
 
 from mcjepa import flow as flow_api
-from mcjepa.config import MODEL_VARIANTS
+from mcjepa.architecture import MODEL_VARIANTS
 from mcjepa.encoder import imagenet_normalize
 from mcjepa.model import build_model
 

@@ -7,7 +7,7 @@ install opencv-doc``, PyAV) upscaled (bicubic) to ``--size`` (default 3000x4000,
 megapixels); without the clip, a rendered synthetic pair of that size. Each ``--max-size`` runs in
 its own process (``none``: full size), so that its peak resident memory (``ru_maxrss`` of that
 process, which includes the model and both frames) is its own; time is one call of
-:func:`mcjepa.video_flow.estimate_resized` (what ``mcjepa-flow --max-size`` runs), after one
+:func:`mcjepa.flow.video.estimate_resized` (what ``mcjepa-flow --max-size`` runs), after one
 untimed call at 256x256 that warms the model up. Also reported: the mean |flow| in input pixels,
 and the photometric error of the flow at full size, ``warp_mae``: the mean absolute difference
 between frame 1 and frame 2 warped back by the flow (``flow.warp``; [0, 1] units, all pixels;
@@ -52,7 +52,7 @@ def _pair(size: tuple[int, int], gap: int) -> tuple[torch.Tensor, torch.Tensor, 
 
     try:
         from mcjepa.data.video import require_opencv_sample_videos
-        from mcjepa.video_flow import open_sequence
+        from mcjepa.flow.video import open_sequence
 
         clip = next(p for p in require_opencv_sample_videos() if p.name == "vtest.avi")
         frames = []
@@ -74,7 +74,7 @@ def _pair(size: tuple[int, int], gap: int) -> tuple[torch.Tensor, torch.Tensor, 
 
 def _worker(args: argparse.Namespace) -> dict:
     from mcjepa import flow
-    from mcjepa.video_flow import estimate_resized, resized_size
+    from mcjepa.flow.video import estimate_resized, resized_size
 
     torch.set_num_threads(args.threads)
     max_size = None if args.worker == "none" else int(args.worker)

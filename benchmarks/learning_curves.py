@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from mcjepa.eval.flow_eval import REAL_TEXTURE_SEED_OFFSET  # held-out real-texture pairs: 10000 + seed
-from mcjepa.io_atomic import atomic_write_bytes, json_bytes
+from mcjepa.utils.atomic import atomic_write_bytes, json_bytes
 
 # name -> (config, overrides). "recipe" is the whole MC-JEPA objective as the `demo` config had it
 # before docs/scaling.md (the paper's alpha = 0.1 and L_reg training features and flows);
@@ -166,7 +166,7 @@ def _model_method(model):
 
 def score_run(out_dir: Path, cell: str, steps: int, seed: int) -> dict[str, Any]:
     """Score every checkpoint of one (cell, schedule length, seed) not scored yet; return its record."""
-    from mcjepa.export import model_from_checkpoint
+    from mcjepa.release.export import model_from_checkpoint
     from mcjepa.train.checkpoint import list_checkpoints
 
     path = out_dir / "scores" / f"{run_name(cell, steps, seed)}.json"

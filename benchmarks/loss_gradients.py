@@ -33,10 +33,10 @@ import json
 import torch
 import torch.nn.functional as F
 
-from mcjepa import losses as L
 from mcjepa.data.synthetic import SyntheticFlowDataset
 from mcjepa.encoder import imagenet_normalize
 from mcjepa.model import build_model
+from mcjepa.train import losses as L
 
 
 def _level_truth(flow: torch.Tensor, occ: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

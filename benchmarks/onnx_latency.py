@@ -4,7 +4,7 @@ For each ``--variants`` entry the model is built (untrained unless ``--weights``
 not depend on the weights), exported with :func:`mcjepa.export_onnx` (TorchScript exporter,
 opset 17, dynamic batch / height / width; its own check skipped) to a temporary file, then
 both runtimes compute the flow of the same random ``(B, 3, H, W)`` [0, 1] pair: PyTorch runs
-:class:`mcjepa.onnx_export.OnnxFlowModel` (the exported graph's module: ImageNet normalisation +
+:class:`mcjepa.release.onnx.OnnxFlowModel` (the exported graph's module: ImageNet normalisation +
 encoder + flow head) under ``torch.inference_mode()``, onnxruntime runs the file with the
 ``CPUExecutionProvider`` and ``intra_op_num_threads = --threads``. Timing: the rule of
 ``benchmarks.common.measure`` (warm-up calls, then the median of ``--repeats``).
@@ -25,7 +25,7 @@ import torch
 
 from mcjepa import flow as flow_api
 from mcjepa.model import build_model
-from mcjepa.onnx_export import OnnxFlowModel, export_onnx, onnxruntime_session
+from mcjepa.release.onnx import OnnxFlowModel, export_onnx, onnxruntime_session
 
 from .common import add_common_args, measure, parse_size, print_table, resolve_device, setup_threads, write_json
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mcjepa.config import model_config
+from mcjepa.architecture import model_config
 from mcjepa.ops import backward_warp, local_correlation, normalize_feature_pair
 
 from .common import (

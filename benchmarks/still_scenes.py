@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     from mcjepa import flow
 
     if args.weights.endswith(".pt"):  # a training checkpoint (mcjepa-train's checkpoints/ckpt_*.pt)
-        from mcjepa.export import model_from_checkpoint
+        from mcjepa.release.export import model_from_checkpoint
 
         model = model_from_checkpoint(args.weights)[0].eval()
     else:

@@ -5,7 +5,7 @@
 Each setting runs in its own process with ``OMP_NUM_THREADS`` unset (so torch picks its own
 default) and times ``flow.estimate`` on a random ``--size`` pair (default 480x640) with the bundled
 model: ``--warmup`` untimed calls, then ``--repeats`` timed ones, median reported. Settings:
-``torch`` (torch's default, one thread per core), ``mcjepa`` (:func:`mcjepa.threads.default_threads`:
+``torch`` (torch's default, one thread per core), ``mcjepa`` (:func:`mcjepa.utils.threads.default_threads`:
 half the CPUs) and any explicit counts in ``--counts``. ``--busy K`` starts K processes that spin
 on the CPU for the whole measurement (another user's job); the machine's load average before the
 run is recorded too, since other jobs may already be running.
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _worker(args: argparse.Namespace) -> dict:
     from mcjepa import flow
-    from mcjepa.threads import default_threads
+    from mcjepa.utils.threads import default_threads
 
     if args.worker == "mcjepa":
         torch.set_num_threads(default_threads())

@@ -1,11 +1,11 @@
 """MC-JEPA: one ConvNeXt-T encoder for self-supervised optical flow and content features."""
 
-from .config import ModelConfig, model_config
-from .encoder import ConvNeXtPyramid
-from .expander import Expander
-from .flow_head import FlowHead, FlowHeadOutput
-from .model import MCJEPA, build_model
-from .onnx_export import export_onnx
+from mcjepa.architecture import ModelConfig, model_config
+from mcjepa.encoder import ConvNeXtPyramid
+from mcjepa.expander import Expander
+from mcjepa.flow_head import FlowHead, FlowHeadOutput
+from mcjepa.model import MCJEPA, build_model
+from mcjepa.release.onnx import export_onnx
 
 __version__ = "0.1.0"
 

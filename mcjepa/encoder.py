@@ -12,7 +12,7 @@ from timm.layers import LayerNorm, LayerNorm2d, trunc_normal_
 from timm.models.convnext import ConvNeXtStage
 from torch import Tensor, nn
 
-from .config import EncoderConfig
+from mcjepa.architecture import EncoderConfig
 
 __all__ = ["ConvNeXtPyramid", "IMAGENET_MEAN", "IMAGENET_STD", "MIN_INPUT_SIZE", "imagenet_normalize"]
 

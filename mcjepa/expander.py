@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .config import ExpanderConfig
+from mcjepa.architecture import ExpanderConfig
 
 __all__ = ["Expander"]
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
-from .config import FlowHeadConfig
-from .ops import backward_warp, local_correlation, normalize_feature_pair, upcast_half, upsample_flow
+from mcjepa.architecture import FlowHeadConfig
+from mcjepa.ops import backward_warp, local_correlation, normalize_feature_pair, upcast_half, upsample_flow
 
 __all__ = ["FlowHead", "FlowHeadOutput"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .encoder import ConvNeXtPyramid
-from .model import MCJEPA
-from .release import BUNDLED_SCHEME, DEFAULT_MODEL, UNTRAINED_MESSAGE, load_model
+from mcjepa.encoder import ConvNeXtPyramid
+from mcjepa.model import MCJEPA
+from mcjepa.release import BUNDLED_SCHEME, DEFAULT_MODEL, UNTRAINED_MESSAGE, load_model
 
 __all__ = ["mcjepa_convnext_t", "mcjepa_convnext_t_flow", "mcjepa_small"]
 
@@ -109,7 +109,7 @@ def mcjepa_convnext_t_flow(pretrained: bool = False, weights: str | os.PathLike 
 def mcjepa_small(pretrained: bool | None = None, weights: str | os.PathLike | None = None, **kwargs: Any) -> MCJEPA:
     """MC-JEPA ``small`` optical flow model (encoder + flow head), trained, bundled with the package; eval mode.
 
-    A CPU-sized variant (not the paper's model; :func:`mcjepa.config.small`): by default it loads
+    A CPU-sized variant (not the paper's model; :func:`mcjepa.architecture.small`): by default it loads
     the release bundled inside the package, ``mcjepa_small_real`` (sha256-checked, offline), the
     model ``mcjepa.flow.load()`` uses. ``model.weights_description`` says what it was trained on.
     ``model(image1, image2)`` takes ImageNet-normalised ``(B, 3, H, W)`` frames (H, W >= 32) and

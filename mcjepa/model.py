@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .config import ModelConfig, model_config
-from .encoder import ConvNeXtPyramid
-from .expander import Expander
-from .flow_head import FlowHead, FlowHeadOutput
+from mcjepa.architecture import ModelConfig, model_config
+from mcjepa.encoder import ConvNeXtPyramid
+from mcjepa.expander import Expander
+from mcjepa.flow_head import FlowHead, FlowHeadOutput
 
 __all__ = ["COMPONENTS", "BidirectionalFlow", "MCJEPA", "build_model"]
 
@@ -119,6 +119,6 @@ class MCJEPA(nn.Module):
 
 def build_model(variant: str | ModelConfig = "convnext_t", flow_head: bool = True, expander: bool = False) -> MCJEPA:
     """Build an untrained :class:`MCJEPA` from a variant name (see
-    :data:`mcjepa.config.MODEL_VARIANTS`) or a :class:`ModelConfig`."""
+    :data:`mcjepa.architecture.MODEL_VARIANTS`) or a :class:`ModelConfig`."""
     cfg = variant if isinstance(variant, ModelConfig) else model_config(variant)
     return MCJEPA(cfg, flow_head=flow_head, expander=expander)

@@ -9,7 +9,7 @@ Inputs: frames are ``uint8`` arrays of shape (H, W, 3); flows are ``float32`` ar
 (H, W, 2) in pixels (channel 0 = u, +x right; channel 1 = v, +y down); masks are ``bool`` (H, W).
 Flows written to 16-bit PNG are quantised to 1/64 px, so use multiples of 1/64 for exact round trips.
 
-The writers are independent of ``mcjepa.flow_io`` on purpose, so they can also test it.
+The writers are independent of ``mcjepa.flow.files`` on purpose, so they can also test it.
 """
 
 from __future__ import annotations

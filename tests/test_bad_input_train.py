@@ -424,7 +424,7 @@ def _readers():
     from mcjepa.cli.flow import _read_image
     from mcjepa.data.content import ImageFiles
     from mcjepa.data.motion import _to_float_image
-    from mcjepa.image_input import _single_to_tensor
+    from mcjepa.flow.inputs import _single_to_tensor
 
     return {
         "mcjepa-flow frame": lambda p: np.asarray(_read_image(str(p))),
@@ -448,7 +448,7 @@ def test_16bit_png_is_scaled_not_clipped(tmp_path, reader):
 
 
 def test_float_images_are_refused_as_frames():
-    from mcjepa.image_io import to_rgb
+    from mcjepa.utils.image_files import to_rgb
 
     with pytest.raises(ValueError, match="floating-point image"):
         to_rgb(Image.fromarray(np.full((8, 8), 0.5, np.float32)), "f.tif")
@@ -456,7 +456,7 @@ def test_float_images_are_refused_as_frames():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_flow_writers_refuse_nonfinite_flow(tmp_path, bad):
-    from mcjepa.flow_io import write_flo, write_kitti_flow
+    from mcjepa.flow.files import write_flo, write_kitti_flow
 
     flow = torch.zeros(2, 4, 5)
     flow[1, 2, 3] = bad

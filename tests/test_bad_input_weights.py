@@ -65,11 +65,10 @@ from safetensors.torch import load_file, save_file
 from test_export import seeded_training_model, write_run
 
 from mcjepa import MCJEPA, flow
+from mcjepa.architecture import micro as micro_config
 from mcjepa.cli.export import main as export_main
 from mcjepa.cli.flow import main as flow_main
-from mcjepa.config import micro as micro_config
-from mcjepa.export import export_release
-from mcjepa.weights import (
+from mcjepa.release import (
     NonFiniteWeightsError,
     UnverifiedWeightsWarning,
     WeightsIntegrityError,
@@ -78,6 +77,7 @@ from mcjepa.weights import (
     load_model,
     save_release,
 )
+from mcjepa.release.export import export_release
 
 REPO_DIR = str(Path(__file__).resolve().parents[1])
 
@@ -317,7 +317,7 @@ def test_clis_show_the_unverified_warning(micro, tmp_path, cli):
             argv = ["--weights", str(whole), "--variant", "micro", "--device", "cpu", "-o", str(tmp_path / "f.png")]
             assert flow_main(argv) == 0
         else:
-            from mcjepa.cli.eval_common import load_eval_model
+            from mcjepa.cli.eval_models import load_eval_model
 
             args = argparse.Namespace(weights=str(whole), variant="micro", pretrained=False)
             assert load_eval_model(args, ("encoder", "flow_head"), torch.device("cpu")).flow_head is not None

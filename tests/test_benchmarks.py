@@ -65,7 +65,7 @@ def test_cpu_speed_interleaves_models_and_writes_ratios(tmp_path):
 def test_cpu_speed_with_weights(tmp_path):
     from fixtures_models import seeded_micro
 
-    from mcjepa.weights import save_release
+    from mcjepa.release import save_release
 
     save_release(seeded_micro(), tmp_path / "release")
     data = cpu_speed.main(["--size", "64x96", "--repeats", "1", "--warmup", "0", "--models", "mcjepa",
@@ -417,7 +417,7 @@ def test_large_input_one_row_per_max_size(tmp_path, monkeypatch):
 
 def test_threads_compares_torch_default_with_mcjepa_default(tmp_path, monkeypatch):
     from benchmarks import threads
-    from mcjepa.threads import default_threads
+    from mcjepa.utils.threads import default_threads
 
     _in_process(threads, monkeypatch)
     out = tmp_path / "th.json"
@@ -456,7 +456,7 @@ def test_still_flow_per_level_in_input_pixels_coarse_to_fine():
     from dataclasses import replace
 
     from benchmarks.still_scenes import still_flow_per_level
-    from mcjepa.config import model_config
+    from mcjepa.architecture import model_config
     from mcjepa.model import build_model
 
     cfg = model_config("micro")

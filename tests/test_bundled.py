@@ -1,4 +1,4 @@
-"""Bundled releases: ``python -m mcjepa.release.bundle``, loading by name offline, sha256 checks, and the
+"""Bundled releases: ``python -m mcjepa.cli.bundle``, loading by name offline, sha256 checks, and the
 default model of ``flow.load()``, ``mcjepa-flow`` and the ``mcjepa_small`` hub entry (offline, CPU).
 
 The bundled root and the manifest are a temporary micro release (``MCJEPA_BUNDLED_DIR``,
@@ -18,8 +18,9 @@ from fixtures_models import seeded_micro
 
 import mcjepa.release.sources
 from mcjepa import flow
+from mcjepa.cli.bundle import bundle_release
+from mcjepa.cli.bundle import main as bundle_main
 from mcjepa.cli.flow import main as flow_main
-from mcjepa.export import weights_table_markdown
 from mcjepa.model import build_model
 from mcjepa.release import (
     DEFAULT_MODEL,
@@ -32,9 +33,8 @@ from mcjepa.release import (
     save_release,
     sha256_file,
 )
-from mcjepa.release.bundle import bundle_release
-from mcjepa.release.bundle import main as bundle_main
 from mcjepa.release.bundled import packaged_bundled_root
+from mcjepa.release.export import weights_table_markdown
 
 REPO_DIR = str(Path(__file__).resolve().parents[1])
 PROVENANCE = {"command": "mcjepa-train --config real", "commit": "0" * 40, "data": "test pairs", "wall_time_s": 12.5}

@@ -71,7 +71,7 @@ def test_two_png_files(tmp_path, capsys, model, patched_load):
 
 
 def test_two_files_save_kitti_and_max_size(tmp_path, capsys, model, patched_load):
-    from mcjepa.video_flow import estimate_resized
+    from mcjepa.flow.video import estimate_resized
 
     pair = render_pair(4, size=(64, 96))
     paths = []

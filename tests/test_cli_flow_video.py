@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mcjepa import flow, video_flow
+from mcjepa import flow
 from mcjepa.cli.flow import main
 from mcjepa.data.synthetic import render_image
+from mcjepa.flow import video as video_flow
 from mcjepa.ops import upsample_flow
 
 H, W = 64, 96
@@ -407,7 +408,7 @@ def test_pipe_progress_is_lines_and_threads_are_set(tmp_path, capsys, patched_lo
     """Output that is not a terminal (capsys) gets whole progress lines, no carriage returns; the
     default thread count is half the CPUs, --threads sets it."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("mcjepa.threads.available_cpus", lambda: 4)
+    monkeypatch.setattr("mcjepa.utils.threads.available_cpus", lambda: 4)
     before = torch.get_num_threads()
     try:
         folder = _folder(tmp_path, _frames(6))

@@ -1,6 +1,6 @@
-"""The config system: one coercer (mcjepa.schema) for architecture and training configs, typed
+"""The config system: one coercer (mcjepa.utils.schema) for architecture and training configs, typed
 partial architecture overrides checked at load time, per-level weights in one order
-(mcjepa.levels: fine to coarse; only the ``*_coarse_to_fine`` config keys list them the other
+(mcjepa.train.levels: fine to coarse; only the ``*_coarse_to_fine`` config keys list them the other
 way), and ``--set`` overrides with list items."""
 
 import dataclasses
@@ -10,10 +10,10 @@ import re
 import pytest
 import torch
 
-from mcjepa.config import FlowHeadConfig, ModelConfig, model_config
-from mcjepa.levels import PAPER_REG_WEIGHTS, PAPER_VC_COV_WEIGHTS, PAPER_VC_VAR_WEIGHTS, LevelWeights
-from mcjepa.schema import ConfigError, Partial, config_key, from_dict
+from mcjepa.architecture import FlowHeadConfig, ModelConfig, model_config
 from mcjepa.train.config import LossSection, TrainConfig, apply_overrides, available_configs, load_config
+from mcjepa.train.levels import PAPER_REG_WEIGHTS, PAPER_VC_COV_WEIGHTS, PAPER_VC_VAR_WEIGHTS, LevelWeights
+from mcjepa.utils.schema import ConfigError, Partial, config_key, from_dict
 
 
 @pytest.mark.parametrize("name", available_configs())

@@ -1,9 +1,9 @@
-"""mcjepa.devices.resolve_device: the one device resolver (training, mcjepa-eval, mcjepa-flow, benchmarks)."""
+"""mcjepa.utils.devices.resolve_device: the one device resolver (training, mcjepa-eval, mcjepa-flow, benchmarks)."""
 
 import pytest
 import torch
 
-from mcjepa.devices import DeviceError, resolve_device
+from mcjepa.utils.devices import DeviceError, resolve_device
 
 
 def test_auto_and_plain_names_without_cuda(monkeypatch):

@@ -112,7 +112,7 @@ def test_load_pair_downscales_the_longer_side(tmp_path):
 
 
 def test_cli_real_pairs_on_a_folder_with_a_model(tmp_path, capsys):
-    from mcjepa.weights import save_release
+    from mcjepa.release import save_release
 
     folder = _write_pair_folder(tmp_path / "pairs")
     save_release(seeded_micro(), tmp_path / "release")

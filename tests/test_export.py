@@ -12,7 +12,8 @@ from huggingface_hub import ModelCard
 
 from mcjepa import build_model
 from mcjepa.cli.export import main as export_main
-from mcjepa.export import (
+from mcjepa.release import load_manifest, load_model, sha256_file
+from mcjepa.release.export import (
     TABLE_END,
     TABLE_START,
     ExportError,
@@ -22,7 +23,6 @@ from mcjepa.export import (
     readme_table_block,
     weights_table_markdown,
 )
-from mcjepa.weights import load_manifest, load_model, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
@@ -297,11 +297,11 @@ def test_readme_weights_table_matches_manifest():
     readme = path.read_text()
     assert TABLE_START in readme and TABLE_END in readme, (
         f"README.md must hold the weights table between {TABLE_START} and {TABLE_END}; "
-        "generate it with mcjepa.export.weights_table_markdown(mcjepa.release.load_manifest())"
+        "generate it with mcjepa.release.export.weights_table_markdown(mcjepa.release.load_manifest())"
     )
     manifest = load_manifest(REPO_ROOT / "weights_manifest.json")
     assert readme_table_block(readme) == weights_table_markdown(manifest), (
         "README.md's weights table differs from weights_manifest.json (published and bundled entries): paste the "
-        "output of `python -c 'from mcjepa.export import weights_table_markdown; from mcjepa.release import "
+        "output of `python -c 'from mcjepa.release.export import weights_table_markdown; from mcjepa.release import "
         "load_manifest; print(weights_table_markdown(load_manifest()))'` between the markers"
     )

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mcjepa.flow_io import _decode_png, read_flo, read_kitti_flow, write_flo, write_kitti_flow
+from mcjepa.flow.files import _decode_png, read_flo, read_kitti_flow, write_flo, write_kitti_flow
 
 
 @pytest.mark.parametrize("size", [(7, 13), (16, 16), (1, 5)])
@@ -160,7 +160,7 @@ def test_flow_files_are_written_atomically(tmp_path, monkeypatch, writer):
     def failing_replace(src, dst):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr("mcjepa.io_atomic.os.replace", failing_replace)
+    monkeypatch.setattr("mcjepa.utils.atomic.os.replace", failing_replace)
     with pytest.raises(OSError, match="simulated"):
         writer(path, torch.ones(2, 4, 5))
     assert path.read_bytes() == before

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mcjepa import build_model
-from mcjepa.weights import WeightsUnavailableError, save_release
+from mcjepa.release import WeightsUnavailableError, save_release
 
 REPO_DIR = str(Path(__file__).resolve().parents[1])
 

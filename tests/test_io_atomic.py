@@ -1,11 +1,11 @@
-"""mcjepa.io_atomic: the one atomic writer (checkpoints, releases, manifests, download cache)."""
+"""mcjepa.utils.atomic: the one atomic writer (checkpoints, releases, manifests, download cache)."""
 
 import os
 import stat
 
 import pytest
 
-from mcjepa.io_atomic import atomic_write_bytes, atomic_writer
+from mcjepa.utils.atomic import atomic_write_bytes, atomic_writer
 
 
 def test_atomic_write_bytes_writes_chunks_with_the_usual_mode(tmp_path):

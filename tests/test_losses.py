@@ -1,4 +1,4 @@
-"""Tests for mcjepa.losses: hand-computed values on tiny tensors and independent references."""
+"""Tests for mcjepa.train.losses: hand-computed values on tiny tensors and independent references."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mcjepa.losses import (
+from mcjepa.ops import standardize_feature_pair
+from mcjepa.train.losses import (
     PAPER_REG_WEIGHTS,
     PAPER_VC_COV_WEIGHTS,
     PAPER_VC_VAR_WEIGHTS,
@@ -28,7 +29,6 @@ from mcjepa.losses import (
     variance_covariance_terms,
     vicreg_loss,
 )
-from mcjepa.ops import standardize_feature_pair
 
 SIZES = ((8, 12), (4, 6), (4, 6), (2, 3), (2, 3), (2, 3))  # a tiny fine-to-coarse pyramid
 C1, C2 = 0.01**2, 0.03**2

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mcjepa import build_model
-from mcjepa.config import EncoderConfig, FlowHeadConfig, ModelConfig, model_config
+from mcjepa.architecture import EncoderConfig, FlowHeadConfig, ModelConfig, model_config
 from mcjepa.encoder import ConvNeXtPyramid
 
 

@@ -13,7 +13,7 @@ import torch
 
 from mcjepa import export_onnx
 from mcjepa.cli.export import main as export_main
-from mcjepa.onnx_export import OnnxFlowModel, check_onnx, onnxruntime_session
+from mcjepa.release.onnx import OnnxFlowModel, check_onnx, onnxruntime_session
 
 INSTALL = 'onnxruntime is not installed: pip install "mcjepa[onnx]" (or pip install onnx onnxruntime onnxscript)'
 onnx = pytest.importorskip("onnx", reason=INSTALL)
@@ -64,7 +64,7 @@ def test_check_reports_a_difference_over_the_bound(exported, model):
 
 
 def test_cli_exports_a_release_and_fails_a_bad_check(model, tmp_path, capsys, monkeypatch):
-    from mcjepa.weights import save_release
+    from mcjepa.release import save_release
 
     save_release(model, tmp_path / "release")
     out = tmp_path / "flow.onnx"
@@ -82,7 +82,7 @@ def test_cli_exports_a_release_and_fails_a_bad_check(model, tmp_path, capsys, mo
             dict(name="random pair", shape=(2, 3, 64, 96), max_abs_diff=1.0, max_abs_flow=2.0, bound=1e-3, ok=False)
         ]
 
-    monkeypatch.setattr("mcjepa.onnx_export.check_onnx", failing_check)
+    monkeypatch.setattr("mcjepa.release.onnx.check_onnx", failing_check)
     assert export_main(["--onnx", str(tmp_path / "u.onnx"), "random", "--variant", "micro"]) == 1
     captured = capsys.readouterr()
     assert "UNTRAINED micro" in captured.err and "the flow head is untrained" in captured.out
@@ -135,7 +135,7 @@ def test_any_frame_size_gives_flow_estimates_flow(exported, model):
 def test_export_without_source_is_the_bundled_model(tmp_path, capsys, monkeypatch):
     """One rule for no weights: mcjepa-export --onnx exports flow.load()'s bundled model, as
     mcjepa-flow and mcjepa-eval use it (an untrained ConvNeXt-T was exported before)."""
-    import mcjepa.onnx_export as onnx_export
+    import mcjepa.release.onnx as onnx_export
     from mcjepa.release import DEFAULT_MODEL
 
     seen = {}

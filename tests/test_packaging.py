@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from fixtures_models import seeded_micro
 
+from mcjepa.cli.bundle import bundle_release
 from mcjepa.release import DEFAULT_MODEL, save_release
-from mcjepa.release.bundle import bundle_release
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,14 +39,14 @@ out = {
     "release_name": model.release_name,
     "description": model.weights_description,
 }
-# python -m mcjepa.release.bundle runs cleanly: mcjepa.release does not import it first (runpy would warn)
+# python -m mcjepa.cli.bundle runs cleanly: mcjepa.release does not import it first (runpy would warn)
 with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as text:
     warnings.simplefilter("error", RuntimeWarning)
     sys.argv = ["bundle", "--help"]
     try:
-        runpy.run_module("mcjepa.release.bundle", run_name="__main__")
+        runpy.run_module("mcjepa.cli.bundle", run_name="__main__")
     except SystemExit as exc:
-        out["bundle_help"] = [exc.code, text.getvalue().startswith("usage: python -m mcjepa.release.bundle")]
+        out["bundle_help"] = [exc.code, text.getvalue().startswith("usage: python -m mcjepa.cli.bundle")]
 print(json.dumps(out))
 """
 
@@ -88,7 +88,7 @@ def test_wheel_ships_the_manifest_and_bundled_release(tmp_path):
     for name in (
         "mcjepa/weights_manifest.json",
         "mcjepa/release/sources.py",
-        "mcjepa/configs/real.toml",
+        "mcjepa/train/configs/real.toml",
         "mcjepa/assets/photos/astronaut.jpg",  # the real-texture set's bundled photos
     ):
         assert name in names, name

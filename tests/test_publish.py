@@ -14,9 +14,9 @@ from huggingface_hub.utils._http import default_client_factory
 from test_export import seeded_training_model, write_run
 
 from mcjepa.cli.publish import main as publish_main
-from mcjepa.export import export_release
-from mcjepa.publish import PublishError, publish_release
-from mcjepa.weights import load_manifest, load_model
+from mcjepa.release import load_manifest, load_model
+from mcjepa.release.export import export_release
+from mcjepa.release.publish import PublishError, publish_release
 
 REPO = "my-org/mcjepa-micro"
 SHA = "fedcba9876543210fedcba9876543210fedcba98"

@@ -1,5 +1,5 @@
-"""The thread rule every command shares (mcjepa.threads) and progress that suits a pipe
-(mcjepa.progress): lines, no carriage returns, a bounded number of them."""
+"""The thread rule every command shares (mcjepa.utils.threads) and progress that suits a pipe
+(mcjepa.utils.progress): lines, no carriage returns, a bounded number of them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from mcjepa import progress as progress_module
-from mcjepa import threads
-from mcjepa.progress import progress_bar
+from mcjepa.utils import progress as progress_module
+from mcjepa.utils import threads
+from mcjepa.utils.progress import progress_bar
 
 
 def test_thread_rule_explicit_then_env_then_half_the_cpus(monkeypatch):

@@ -151,8 +151,8 @@ def test_phase_switches_at_the_right_steps():
 def test_occlusion_switch_masks_rec_and_cycle_only_when_on(monkeypatch):
     """With plan.occlusion the forward-backward check masks L_rec and L_cycle; without it neither
     is masked (a check that marks every pixel occluded zeroes both only when the switch is on)."""
-    from mcjepa import losses
     from mcjepa.model import build_model
+    from mcjepa.train import losses
     from mcjepa.train.objective import MCJEPAObjective
     from mcjepa.train.schedule import StepPlan
 
@@ -179,9 +179,9 @@ def test_pixel_losses_train_the_backward_flow_only_when_both_directions_are_on(b
     the two directions (frame 2 warped onto frame 1 by the forward flow, and frame 1 onto frame 2
     by the backward flow), so the backward flow gets a pixel-loss gradient; the seed's form has
     only the forward one."""
-    from mcjepa import losses
     from mcjepa.model import build_model
     from mcjepa.ops import backward_warp
+    from mcjepa.train import losses
     from mcjepa.train.objective import MCJEPAObjective
     from mcjepa.train.schedule import StepPlan
 
@@ -213,8 +213,8 @@ def test_feature_regression_covers_the_backward_flow_only_when_both_directions_a
     frame t's by the forward flow and frame t's predicted from frame t+1's by the backward flow;
     the seed's form (false) is the forward one alone. Checked against losses.feature_regression_loss
     called by hand, and by which flow receives L_reg's gradient."""
-    from mcjepa import losses
     from mcjepa.model import build_model
+    from mcjepa.train import losses
     from mcjepa.train.objective import MCJEPAObjective
     from mcjepa.train.schedule import StepPlan
 

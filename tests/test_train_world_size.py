@@ -144,7 +144,7 @@ def test_two_processes_train_the_same_step_as_one(tmp_path, content_cap, motion_
 def test_per_image_masked_means_do_not_depend_on_the_other_images():
     """loss.masked_mean = "image": a batch's L_rec is the mean of its halves' (any split gives the
     same objective); "batch" weighs images by their kept pixels, so a split changes it."""
-    from mcjepa.losses import photometric_loss
+    from mcjepa.train.losses import photometric_loss
 
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 import mcjepa
 from mcjepa import ModelConfig, build_model
 from mcjepa.encoder import ConvNeXtPyramid
-from mcjepa.weights import (
+from mcjepa.release import (
     WeightsIntegrityError,
     WeightsMismatchError,
     WeightsUnavailableError,
@@ -30,7 +30,7 @@ from mcjepa.weights import (
 )
 
 # bare .safetensors files are loaded on purpose here; tests/test_bad_input_weights.py checks the warning
-pytestmark = pytest.mark.filterwarnings("ignore::mcjepa.weights.UnverifiedWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::mcjepa.release.UnverifiedWeightsWarning")
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 REPO = "org/mcjepa-micro"
@@ -152,15 +152,6 @@ def test_shipped_manifest_is_the_packaged_file_and_publishes_nothing_yet():
     assert all(e["status"] in STATUSES for e in manifest["models"].values())
     assert not [k for k, e in manifest["models"].items() if e["status"] == "published"]
     assert "None is published yet" in manifest["note"]
-
-
-def test_weights_module_re_exports_the_release_api():
-    import mcjepa.release
-    import mcjepa.weights
-
-    assert mcjepa.weights.__all__ == mcjepa.release.__all__
-    for name in mcjepa.release.__all__:
-        assert getattr(mcjepa.weights, name) is getattr(mcjepa.release, name), name
 
 
 # --------------------------------------------------------------------------- every weights= form

@@ -1,5 +1,5 @@
-"""What every command shares: ``--threads`` (:mod:`mcjepa.threads`), the rule for "no weights
-given", and output that suits a pipe (:mod:`mcjepa.progress`).
+"""What every command shares: ``--threads`` (:mod:`mcjepa.utils.threads`), the rule for "no weights
+given", and output that suits a pipe (:mod:`mcjepa.utils.progress`).
 
 The weights rule, one for ``mcjepa-flow``, ``mcjepa-eval`` and ``mcjepa-export --onnx``: no
 weights means the trained model bundled with mcjepa (:data:`mcjepa.release.DEFAULT_MODEL`);
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..flow import RANDOM_WEIGHTS
-from ..progress import line_buffered_stdout
-from ..threads import set_threads
+from mcjepa.flow import RANDOM_WEIGHTS
+from mcjepa.utils.progress import line_buffered_stdout
+from mcjepa.utils.threads import set_threads
 
 __all__ = [
     "NO_WEIGHTS_RULE",
@@ -39,7 +39,7 @@ def add_threads_argument(parser: argparse.ArgumentParser | argparse._ArgumentGro
 
 
 def apply_threads(args: argparse.Namespace) -> str:
-    """Set torch's CPU threads from ``args.threads`` (:func:`mcjepa.threads.set_threads`) and
+    """Set torch's CPU threads from ``args.threads`` (:func:`mcjepa.utils.threads.set_threads`) and
     return a phrase for the command's first line, e.g. ``"1 CPU thread (default: half of 2 CPUs)"``.
 
     Raises:

@@ -16,8 +16,8 @@ import sys
 
 import torch
 
-from . import eval_davis, eval_flow, eval_probe, eval_real_pairs, eval_segmentation
-from .eval_common import PROG, model_info
+from mcjepa.cli import eval_davis, eval_flow, eval_probe, eval_real_pairs, eval_segmentation
+from mcjepa.cli.eval_models import PROG, model_info
 
 __all__ = ["PROTOCOLS", "build_parser", "main"]
 
@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse already printed why
         return int(exc.code or 0)
-    from ..devices import resolve_device
-    from ..eval.report import write_json
-    from .common import apply_threads, line_buffered_stdout
+    from mcjepa.cli.common import apply_threads, line_buffered_stdout
+    from mcjepa.eval.report import write_json
+    from mcjepa.utils.devices import resolve_device
 
     line_buffered_stdout()
     torch.manual_seed(args.seed)

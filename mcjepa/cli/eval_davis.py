@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .eval_common import add_model_args, load_eval_model
+from mcjepa.cli.eval_models import add_model_args, load_eval_model
 
 __all__ = ["NAME", "add_parser", "propagation_config", "run"]
 
@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def propagation_config(args: argparse.Namespace):
     """The :class:`mcjepa.eval.davis.PropagationConfig` the options describe."""
-    from ..eval.davis import PropagationConfig
+    from mcjepa.eval.davis import PropagationConfig
 
     return PropagationConfig(
         level=args.level,
@@ -55,8 +55,8 @@ def propagation_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], str]:
     """Propagate and score every sequence of ``--split``; return (results, table)."""
-    from ..eval.davis import evaluate_davis
-    from ..eval.report import format_table
+    from mcjepa.eval.davis import evaluate_davis
+    from mcjepa.eval.report import format_table
 
     cfg = propagation_config(args)
     encoder = load_eval_model(args, ("encoder",), device).encoder

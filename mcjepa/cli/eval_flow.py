@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .eval_common import add_model_args, load_eval_model, model_label
+from mcjepa.cli.eval_models import add_model_args, load_eval_model, model_label
 
 __all__ = ["NAME", "add_parser", "run"]
 
@@ -17,7 +17,7 @@ BASELINE_CHOICES = ("zero", "dis", "farneback", "all")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``flow`` subcommand to ``subparsers``; return its parser."""
-    from ..eval.flow_eval import FLOW_DATASETS, REAL_TEXTURE_SEED_OFFSET
+    from mcjepa.eval.flow_eval import FLOW_DATASETS, REAL_TEXTURE_SEED_OFFSET
 
     f = subparsers.add_parser(
         NAME,
@@ -84,9 +84,15 @@ def baseline_names(requested: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], str]:
     """Evaluate the model and the baselines on every ``--dataset``; return (results, table)."""
-    from ..eval.baselines import get_baseline
-    from ..eval.flow_eval import FLOW_TABLE_COLUMNS, evaluate_flow, flow_table_rows, model_method, open_flow_dataset
-    from ..eval.report import format_table
+    from mcjepa.eval.baselines import get_baseline
+    from mcjepa.eval.flow_eval import (
+        FLOW_TABLE_COLUMNS,
+        evaluate_flow,
+        flow_table_rows,
+        model_method,
+        open_flow_dataset,
+    )
+    from mcjepa.eval.report import format_table
 
     methods = {}
     if not args.no_model:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .eval_common import WORKERS_HELP, add_model_args, load_eval_model
+from mcjepa.cli.eval_models import WORKERS_HELP, add_model_args, load_eval_model
 
 __all__ = ["NAME", "add_parser", "run"]
 
@@ -16,7 +16,7 @@ NAME = "probe"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``probe`` subcommand to ``subparsers``; return its parser."""
-    from ..eval.probes import FASHION_MNIST_ROOT
+    from mcjepa.eval.probes import FASHION_MNIST_ROOT
 
     p = subparsers.add_parser(
         NAME,
@@ -46,9 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], str]:
     """Embed the train and val images, run both probes; return (results, table)."""
-    from ..data.workers import resolve_num_workers
-    from ..eval.probes import FASHION_MNIST_ROOT, evaluate_probes, extract_embeddings, open_probe_dataset
-    from ..eval.report import format_table
+    from mcjepa.data.workers import resolve_num_workers
+    from mcjepa.eval.probes import FASHION_MNIST_ROOT, evaluate_probes, extract_embeddings, open_probe_dataset
+    from mcjepa.eval.report import format_table
 
     if args.root is None:
         what = (

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .eval_common import add_model_args, has_weights, load_eval_model
+from mcjepa.cli.eval_models import add_model_args, has_weights, load_eval_model
 
 __all__ = ["NAME", "add_parser", "run"]
 
@@ -16,7 +16,7 @@ NAME = "real-pairs"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``real-pairs`` subcommand to ``subparsers``; return its parser."""
-    from ..eval.real_pairs import INSTALL_HINTS, REAL_PAIR_SOURCES
+    from mcjepa.eval.real_pairs import INSTALL_HINTS, REAL_PAIR_SOURCES
 
     r = subparsers.add_parser(
         NAME,
@@ -60,8 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _baselines(requested: list[str] | None) -> list[str]:
-    from ..eval.baselines import have_opencv
-    from .eval_flow import baseline_names
+    from mcjepa.cli.eval_flow import baseline_names
+    from mcjepa.eval.baselines import have_opencv
 
     if requested is not None:
         return baseline_names(requested)
@@ -73,16 +73,16 @@ def _baselines(requested: list[str] | None) -> list[str]:
 
 def run(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], str]:
     """Score the model (with weights) and the baselines on every pair; return (results, tables)."""
-    from ..eval.baselines import get_baseline
-    from ..eval.flow_eval import model_method
-    from ..eval.real_pairs import (
+    from mcjepa.eval.baselines import get_baseline
+    from mcjepa.eval.flow_eval import model_method
+    from mcjepa.eval.real_pairs import (
         REAL_PAIR_SOURCES,
         REAL_PAIRS_TABLE_COLUMNS,
         evaluate_real_pairs,
         find_real_pairs,
         real_pairs_table_rows,
     )
-    from ..eval.report import format_table
+    from mcjepa.eval.report import format_table
 
     sources = args.pairs if args.pairs is not None else ([] if args.folder else list(REAL_PAIR_SOURCES))
     pairs, skipped = find_real_pairs(sources, args.folder)

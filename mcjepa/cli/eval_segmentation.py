@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .eval_common import WORKERS_HELP, add_model_args, load_eval_model
+from mcjepa.cli.eval_models import WORKERS_HELP, add_model_args, load_eval_model
 
 __all__ = ["NAME", "add_parser", "run", "train_config"]
 
@@ -17,7 +17,7 @@ NAME = "segmentation"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``segmentation`` subcommand to ``subparsers``; return its parser."""
-    from ..eval.segmentation import DEFAULT_LEVELS, SEG_DATASETS
+    from mcjepa.eval.segmentation import DEFAULT_LEVELS, SEG_DATASETS
 
     s = subparsers.add_parser(
         NAME,
@@ -53,8 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def train_config(args: argparse.Namespace):
     """The :class:`mcjepa.eval.segmentation.SegTrainConfig` the options describe."""
-    from ..data.workers import resolve_num_workers
-    from ..eval.segmentation import SegTrainConfig
+    from mcjepa.data.workers import resolve_num_workers
+    from mcjepa.eval.segmentation import SegTrainConfig
 
     return SegTrainConfig(
         levels=tuple(args.levels),
@@ -72,8 +72,8 @@ def train_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Any], str]:
     """Train the head on the train split, score the val split; return (results, table)."""
-    from ..eval.report import format_table
-    from ..eval.segmentation import (
+    from mcjepa.eval.report import format_table
+    from mcjepa.eval.segmentation import (
         SEG_DATASETS,
         evaluate_segmentation,
         open_segmentation_dataset,

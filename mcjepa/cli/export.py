@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .common import NO_WEIGHTS_RULE, RANDOM_WEIGHTS, add_threads_argument, apply_threads, line_buffered_stdout
+from mcjepa.cli.common import NO_WEIGHTS_RULE, RANDOM_WEIGHTS, add_threads_argument, apply_threads, line_buffered_stdout
 
 __all__ = ["build_parser", "main"]
 
@@ -93,15 +93,15 @@ def _onnx_model(source: str | None):
         return None
     path = Path(source)
     if (path.is_file() and path.suffix == ".pt") or (path / "checkpoints").is_dir():
-        from ..export import find_checkpoint, model_from_checkpoint
+        from mcjepa.release.export import find_checkpoint, model_from_checkpoint
 
         return model_from_checkpoint(find_checkpoint(path))[0]
     return None
 
 
 def _main_onnx(args: argparse.Namespace) -> int:
-    from ..onnx_export import OnnxCheckError, export_onnx
-    from ..release import WeightsError
+    from mcjepa.release import WeightsError
+    from mcjepa.release.onnx import OnnxCheckError, export_onnx
 
     if args.out:
         print(
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_manifest and args.update_manifest:
         print("mcjepa-export: error: --no-manifest contradicts --update-manifest", file=sys.stderr)
         return 2
-    from ..export import ExportError, export_release
+    from mcjepa.release.export import ExportError, export_release
 
     try:
         print(f"mcjepa-export: {apply_threads(args)}", file=sys.stderr)

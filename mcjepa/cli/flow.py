@@ -1,8 +1,8 @@
 """``mcjepa-flow``: estimate the optical flow between two frames and save it as an image, or over a
-whole video or frame folder (streamed: see :mod:`mcjepa.video_flow`) and save it as a video.
+whole video or frame folder (streamed: see :mod:`mcjepa.flow.video`) and save it as a video.
 
 Size: about 450 lines: the argument parser and its help (two-frame, video and folder modes) are
-most of it; the work is in mcjepa.flow and mcjepa.video_flow.
+most of it; the work is in mcjepa.flow and mcjepa.flow.video.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..io_atomic import atomic_writer
-from .common import NO_WEIGHTS_RULE, add_threads_argument, apply_threads, line_buffered_stdout
+from mcjepa.cli.common import NO_WEIGHTS_RULE, add_threads_argument, apply_threads, line_buffered_stdout
+from mcjepa.utils.atomic import atomic_writer
 
 __all__ = ["LARGE_FRAME_MEGAPIXELS", "build_parser", "main"]
 
@@ -183,7 +183,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _read_image(path: str) -> Image.Image:
-    from ..image_io import read_rgb  # 16-bit frames scaled, not clipped; folders refused
+    from mcjepa.utils.image_files import read_rgb  # 16-bit frames scaled, not clipped; folders refused
 
     return read_rgb(path)
 
@@ -264,8 +264,8 @@ def _check_large(args: argparse.Namespace, height: int, width: int) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    from .. import flow
-    from ..devices import resolve_device
+    from mcjepa import flow
+    from mcjepa.utils.devices import resolve_device
 
     device = resolve_device(args.device)
     with warnings.catch_warnings():
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"give two frames, one video file or frame folder (or none for the built-in example), "
                      f"got {len(args.frames)} inputs")  # fmt: skip
     if len(args.frames) == 1:
-        from ..video_flow import is_image_file
+        from mcjepa.flow.video import is_image_file
 
         if not Path(args.frames[0]).is_dir() and is_image_file(args.frames[0]):
             return _fail(f"give two frames (one image given: {args.frames[0]}), or one video file or frame folder")
@@ -321,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_pair(args: argparse.Namespace) -> int:
-    from .. import flow
-    from ..data.synthetic import example_pair
-    from ..video_flow import estimate_resized
+    from mcjepa import flow
+    from mcjepa.data.synthetic import example_pair
+    from mcjepa.flow.video import estimate_resized
 
     example = None
     output = args.output or "flow.png"
@@ -430,8 +430,8 @@ class _Outputs:
         self.folders_made = True
 
     def write(self, pair) -> None:
-        from .. import flow
-        from ..video_flow import VideoWriter
+        from mcjepa import flow
+        from mcjepa.flow.video import VideoWriter
 
         if not self.folders_made:
             self._folders()
@@ -474,8 +474,7 @@ class _Outputs:
 
 
 def _main_sequence(args: argparse.Namespace) -> int:
-    from ..progress import progress_bar
-    from ..video_flow import (
+    from mcjepa.flow.video import (
         AV_INSTALL_HINT,
         VIDEO_OUTPUT_CODECS,
         IncompleteSequenceError,
@@ -484,6 +483,7 @@ def _main_sequence(args: argparse.Namespace) -> int:
         open_sequence,
         require_av,
     )
+    from mcjepa.utils.progress import progress_bar
 
     source = args.frames[0]
     output = args.output or "flow.mp4"

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     from huggingface_hub.errors import HfHubHTTPError
 
-    from ..publish import PublishError, publish_release
+    from mcjepa.release.publish import PublishError, publish_release
 
     try:
         entry = publish_release(

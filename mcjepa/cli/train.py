@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from ..train.config import ConfigError, available_configs, load_config
-from .common import THREADS_HELP, line_buffered_stdout
+from mcjepa.cli.common import THREADS_HELP, line_buffered_stdout
+from mcjepa.train.config import ConfigError, available_configs, load_config
 
 EPILOG = """\
 examples:
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     line_buffered_stdout()
-    from ..train.engine import TrainingDiverged
+    from mcjepa.train.engine import TrainingDiverged
 
     try:
         if args.max_steps is not None and args.max_steps < 1:
@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.preflight:
             import os
 
-            from ..train.preflight import run_preflight
+            from mcjepa.train.preflight import run_preflight
 
             world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
             if world < 1:
                 raise ConfigError(f"--world-size must be >= 1, got {world}")
             return run_preflight(cfg, world)
-        from ..train.engine import Trainer
+        from mcjepa.train.engine import Trainer
 
         trainer = Trainer(
             cfg, args.out or f"runs/{cfg.name}", resume=args.resume, allow_config_change=args.allow_config_change
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     if trainer.dist.is_main:
         _print_summary(summary)
-    from ..train.distributed import shutdown_distributed
+    from mcjepa.train.distributed import shutdown_distributed
 
     shutdown_distributed()  # every rank got here: a clean teardown of the process group
     return 0

@@ -20,8 +20,8 @@ from torchvision import tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from ..image_io import read_rgb, to_rgb
-from .samplers import sample_rng
+from mcjepa.data.samplers import sample_rng
+from mcjepa.utils.image_files import read_rgb, to_rgb
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "vicreg_transforms", "ImageFiles", "TwoViewDataset", "ContentDataset"]
 

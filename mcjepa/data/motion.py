@@ -32,9 +32,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ..image_io import read_rgb, to_rgb
-from .samplers import sample_rng
-from .synthetic import MOTION_PRESETS
+from mcjepa.data.samplers import sample_rng
+from mcjepa.data.synthetic import MOTION_PRESETS
+from mcjepa.utils.image_files import read_rgb, to_rgb
 
 __all__ = ["LAYOUTS", "MotionPairs", "TorchvisionFramePairs", "Kitti2012FramePairs", "build_motion_datasets"]
 
@@ -328,7 +328,7 @@ def _source(spec: dict[str, Any]) -> Dataset:
     if name == "hd1k":
         return TorchvisionFramePairs(tvd.HD1K(root, split=split))
     if name == "video":
-        from .video import VideoFramePairs
+        from mcjepa.data.video import VideoFramePairs
 
         return VideoFramePairs(
             root,
@@ -338,7 +338,7 @@ def _source(spec: dict[str, Any]) -> Dataset:
             cache_mb=g("cache_mb") or 256,
         )
     if name == "frames":
-        from .video import FrameFolderPairs
+        from mcjepa.data.video import FrameFolderPairs
 
         return FrameFolderPairs(
             root,
@@ -347,7 +347,7 @@ def _source(spec: dict[str, Any]) -> Dataset:
             resize_shorter=g("resize_shorter"),
         )
     if name == "real_texture":
-        from .real_texture import RealTextureFlowDataset
+        from mcjepa.data.real_texture import RealTextureFlowDataset
 
         size = (int(spec["size"][0]), int(spec["size"][1]))
         rendered = RealTextureFlowDataset(
@@ -359,7 +359,7 @@ def _source(spec: dict[str, Any]) -> Dataset:
             photos=g("photos") or "bundled",
         )
         return _FramesOnly(rendered)
-    from .synthetic import SyntheticFlowDataset
+    from mcjepa.data.synthetic import SyntheticFlowDataset
 
     size = (int(spec["size"][0]), int(spec["size"][1]))
     return _FramesOnly(

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .synthetic import SceneMotion, SyntheticFlowDataset
-from .video import OPENCV_SAMPLE_DIR as OPENCV_DOC_DATA  # Debian/Ubuntu: apt-get install opencv-doc
+from mcjepa.data.synthetic import SceneMotion, SyntheticFlowDataset
+from mcjepa.data.video import OPENCV_SAMPLE_DIR as OPENCV_DOC_DATA  # Debian/Ubuntu: apt-get install opencv-doc
 
 __all__ = [
     "BUNDLED_PHOTOS",

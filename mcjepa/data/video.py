@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from ..image_io import to_rgb
+from mcjepa.utils.image_files import to_rgb
 
 __all__ = [
     "VIDEO_EXTENSIONS",

@@ -13,10 +13,10 @@
 The command line is ``mcjepa-eval`` (:mod:`mcjepa.cli.eval`).
 """
 
-from .baselines import BASELINES, dis_flow, farneback_flow, get_baseline, zero_flow
-from .davis import PropagationConfig, evaluate_davis, propagate_sequence
-from .flow_eval import FLOW_DATASETS, FlowSample, evaluate_flow, model_method, open_flow_dataset
-from .metrics import (
+from mcjepa.eval.baselines import BASELINES, dis_flow, farneback_flow, get_baseline, zero_flow
+from mcjepa.eval.davis import PropagationConfig, evaluate_davis, propagate_sequence
+from mcjepa.eval.flow_eval import FLOW_DATASETS, FlowSample, evaluate_flow, model_method, open_flow_dataset
+from mcjepa.eval.metrics import (
     FlowMetricAccumulator,
     confusion_matrix,
     db_boundary_f,
@@ -26,8 +26,8 @@ from .metrics import (
     miou_from_confusion,
     seg2bmap,
 )
-from .probes import evaluate_probes, extract_embeddings, knn_classify, linear_probe, open_probe_dataset
-from .segmentation import (
+from mcjepa.eval.probes import evaluate_probes, extract_embeddings, knn_classify, linear_probe, open_probe_dataset
+from mcjepa.eval.segmentation import (
     SEG_DATASETS,
     LinearSegHead,
     SegmentationModel,

@@ -1,4 +1,4 @@
-"""Helpers shared by the evaluators: model loading, input normalisation, stride padding (devices: :mod:`mcjepa.devices`)."""
+"""Helpers shared by the evaluators: model loading, input normalisation, stride padding (devices: :mod:`mcjepa.utils.devices`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..encoder import imagenet_normalize
-from ..model import MCJEPA
+from mcjepa.encoder import imagenet_normalize
+from mcjepa.model import MCJEPA
 
 __all__ = ["STRIDE", "load_for_eval", "to_encoder_input", "pad_to_multiple", "encode_pyramid"]
 
@@ -30,7 +30,7 @@ def load_for_eval(
     with neither, a randomly initialised ``variant`` is built (a "random init" reference row) and a
     warning is issued.
     """
-    from ..release import load_model  # the one loader (lazy: pulls in huggingface_hub)
+    from mcjepa.release import load_model  # the one loader (lazy: pulls in huggingface_hub)
 
     model = load_model(
         weights,

@@ -37,9 +37,9 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..image_io import to_rgb
-from .common import STRIDE, pad_to_multiple, to_encoder_input
-from .metrics import IGNORE_INDEX, db_boundary_f, db_region_iou
+from mcjepa.eval.common import STRIDE, pad_to_multiple, to_encoder_input
+from mcjepa.eval.metrics import IGNORE_INDEX, db_boundary_f, db_region_iou
+from mcjepa.utils.image_files import to_rgb
 
 __all__ = [
     "PropagationConfig",
@@ -272,7 +272,7 @@ def evaluate_davis(
     """
     from dataclasses import asdict
 
-    from ..progress import progress_bar
+    from mcjepa.utils.progress import progress_bar
 
     names = list(sequences) if sequences else list_davis_sequences(root, split)
     stride = encoder.feature_info[config.level]["reduction"]

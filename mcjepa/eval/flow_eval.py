@@ -40,10 +40,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..flow_io import read_flo, read_kitti_flow
-from ..image_io import to_rgb
-from .baselines import FlowMethod
-from .metrics import FlowMetricAccumulator
+from mcjepa.eval.baselines import FlowMethod
+from mcjepa.eval.metrics import FlowMetricAccumulator
+from mcjepa.flow.files import read_flo, read_kitti_flow
+from mcjepa.utils.image_files import to_rgb
 
 __all__ = [
     "FLOW_DATASETS",
@@ -263,11 +263,11 @@ def open_flow_dataset(
     if name not in FLOW_DATASETS:
         raise ValueError(f"unknown flow dataset {name!r}; choose one of {FLOW_DATASETS}")
     if name == "synthetic":
-        from ..data.synthetic import SyntheticFlowDataset
+        from mcjepa.data.synthetic import SyntheticFlowDataset
 
         return _Rendered(SyntheticFlowDataset(synthetic_pairs, tuple(synthetic_size), seed), "synthetic")
     if name == "real-texture":
-        from ..data.real_texture import RealTextureFlowDataset
+        from mcjepa.data.real_texture import RealTextureFlowDataset
 
         ds = RealTextureFlowDataset(
             real_texture_pairs,
@@ -298,7 +298,7 @@ def open_flow_dataset(
 def model_method(model: torch.nn.Module, device: str | torch.device = "cpu", bf16: bool = False) -> FlowMethod:
     """Wrap a flow model as a method ``(image1, image2) -> (2, H, W)`` through :func:`mcjepa.flow.estimate`
     (uint8 in, replicate padding to the stride, crop back, pixels out)."""
-    from .. import flow as flow_api
+    from mcjepa import flow as flow_api
 
     def run(image1: Tensor, image2: Tensor) -> Tensor:
         out = flow_api.estimate(image1, image2, model=model, device=device, bf16=bf16)
@@ -351,7 +351,7 @@ def evaluate_flow(
     "dumps": [paths]}`` where each summary is :meth:`FlowMetricAccumulator.summary` (EPE in pixels,
     pooled over pixels and per image; Fl as a fraction).
     """
-    from ..progress import progress_bar
+    from mcjepa.utils.progress import progress_bar
 
     if not methods:
         raise ValueError("give at least one method (the model and/or a baseline)")

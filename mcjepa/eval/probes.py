@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
-from .common import to_encoder_input
+from mcjepa.eval.common import to_encoder_input
 
 __all__ = [
     "IdxImageDataset",
@@ -129,7 +129,7 @@ def extract_embeddings(
 ) -> tuple[Tensor, Tensor]:
     """Return ``(embeddings (N, D) float32, labels (N,) int64)``: images resized (shorter side) and
     centre-cropped to ``image_size``, embedded with ``encoder.forward_embedding``."""
-    from ..progress import progress_bar
+    from mcjepa.utils.progress import progress_bar
 
     tf = _transform(image_size)
     if max_items is not None:

@@ -50,12 +50,12 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from ..data.video import OPENCV_SAMPLE_DIR
-from ..flow import occlusion_mask
-from ..image_io import read_rgb
-from ..ops import backward_warp
-from ..video_flow import resized_size
-from .baselines import FlowMethod
+from mcjepa.data.video import OPENCV_SAMPLE_DIR
+from mcjepa.eval.baselines import FlowMethod
+from mcjepa.flow import occlusion_mask
+from mcjepa.flow.video import resized_size
+from mcjepa.ops import backward_warp
+from mcjepa.utils.image_files import read_rgb
 
 __all__ = [
     "INSTALL_HINTS",
@@ -280,7 +280,7 @@ def evaluate_real_pairs(
     over pairs (each pair weighs the same; ``mae_visible`` over the pairs where it is defined)
     and its time covers both directions.
     """
-    from ..progress import progress_bar
+    from mcjepa.utils.progress import progress_bar
 
     if not methods:
         raise ValueError("give at least one method (the model and/or a baseline)")

@@ -37,9 +37,9 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..image_io import to_rgb
-from .common import STRIDE, pad_to_multiple, to_encoder_input
-from .metrics import IGNORE_INDEX, confusion_matrix, miou_from_confusion
+from mcjepa.eval.common import STRIDE, pad_to_multiple, to_encoder_input
+from mcjepa.eval.metrics import IGNORE_INDEX, confusion_matrix, miou_from_confusion
+from mcjepa.utils.image_files import to_rgb
 
 __all__ = [
     "SEG_DATASETS",
@@ -233,7 +233,7 @@ def evaluate_segmentation(
     Returns :func:`miou_from_confusion`'s dict (fractions) plus ``n_images``; the confusion matrix
     is pooled over the whole split (the standard mIoU).
     """
-    from ..progress import progress_bar
+    from mcjepa.utils.progress import progress_bar
 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -290,7 +290,7 @@ def train_segmentation(
     """Train a linear head (and, with ``config.finetune``, the encoder) with cross-entropy (ignore
     255), AdamW and a cosine schedule on random ``config.crop_size`` crops with horizontal flips;
     return the model in eval mode."""
-    from ..progress import progress_bar
+    from mcjepa.utils.progress import progress_bar
 
     cfg = config
     finetune = cfg.finetune

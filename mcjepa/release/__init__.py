@@ -14,7 +14,7 @@ module                    what lives there
 ``release.local``         local release folders and ``.safetensors`` files
 ``release.resolved``      :class:`ResolvedRelease`, what every source returns
 ``release.bundled``       where bundled releases live (``mcjepa/bundled/<name>/``), :data:`DEFAULT_MODEL`
-``release.bundle``        ``python -m mcjepa.release.bundle``: put a release into the package
+``release.bundle``        ``python -m mcjepa.cli.bundle``: put a release into the package
 ``release.cache``         downloads, the ``$MCJEPA_CACHE`` and Hugging Face caches, offline switches
 ``release.verify``        sha256, the size / sha256 / header check before a file is read
 ``release.loading``       :func:`load_model` (the one model loader), :func:`read_component`,
@@ -22,12 +22,12 @@ module                    what lives there
 ``release.errors``        :class:`WeightsError` and its subclasses, :class:`UnverifiedWeightsWarning`
 ========================  =====================================================================
 
-``mcjepa.weights`` re-exports this public API for older imports.
+``mcjepa.release`` re-exports this public API for older imports.
 """
 
-from .bundled import BUNDLED_DIR_ENV, BUNDLED_SCHEME, DEFAULT_MODEL, bundled_root
-from .cache import cache_dir
-from .errors import (
+from mcjepa.release.bundled import BUNDLED_DIR_ENV, BUNDLED_SCHEME, DEFAULT_MODEL, bundled_root
+from mcjepa.release.cache import cache_dir
+from mcjepa.release.errors import (
     ManifestError,
     NonFiniteWeightsError,
     UnverifiedWeightsWarning,
@@ -36,9 +36,15 @@ from .errors import (
     WeightsMismatchError,
     WeightsUnavailableError,
 )
-from .format import CONFIG_FILENAME, FORMAT_VERSION, RELEASE_FILENAME, STATUSES, save_release
-from .loading import UNTRAINED_MESSAGE, describe_release, load_model, load_state_dict_strict, read_component
-from .manifest import (
+from mcjepa.release.format import CONFIG_FILENAME, FORMAT_VERSION, RELEASE_FILENAME, STATUSES, save_release
+from mcjepa.release.loading import (
+    UNTRAINED_MESSAGE,
+    describe_release,
+    load_model,
+    load_state_dict_strict,
+    read_component,
+)
+from mcjepa.release.manifest import (
     COMMIT_SHA,
     MANIFEST_FILENAME,
     default_manifest_path,
@@ -48,9 +54,9 @@ from .manifest import (
     merge_entry,
     packaged_manifest_path,
 )
-from .resolved import ResolvedRelease
-from .sources import resolve
-from .verify import sha256_file
+from mcjepa.release.resolved import ResolvedRelease
+from mcjepa.release.sources import resolve
+from mcjepa.release.verify import sha256_file
 
 __all__ = [
     "BUNDLED_DIR_ENV",

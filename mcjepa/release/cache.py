@@ -18,11 +18,11 @@ import requests
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-from ..io_atomic import atomic_writer
-from ..progress import progress_bar
-from .errors import WHAT_TO_DO, WeightsIntegrityError, WeightsUnavailableError
-from .format import RELEASE_FILENAME
-from .verify import sha256_file
+from mcjepa.release.errors import WHAT_TO_DO, WeightsIntegrityError, WeightsUnavailableError
+from mcjepa.release.format import RELEASE_FILENAME
+from mcjepa.release.verify import sha256_file
+from mcjepa.utils.atomic import atomic_writer
+from mcjepa.utils.progress import progress_bar
 
 __all__ = ["cache_dir", "download", "hf_download", "offline_flags", "offline_is_on", "url_cache_path"]
 

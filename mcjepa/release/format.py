@@ -12,13 +12,13 @@ Release folder (``format_version`` 1)
     README.md               # model card (mcjepa-export only; save_release does not write it)
 
 Each safetensors file also carries string metadata: ``format="pt"``, ``mcjepa.component``,
-``mcjepa.format_version`` and ``mcjepa.config`` (the config as JSON), so that a single file names
+``mcjepa.format_version`` and ``mcjepa.architecture`` (the config as JSON), so that a single file names
 its component and architecture on its own. The header is written deterministically (metadata first,
 keys sorted), so the same weights always give the same bytes and sha256.
 
 Manifest entry (``release.json`` and ``weights_manifest.json["models"][name]``)
 -------------------------------------------------------------------------------
-- ``format_version`` (int, 1), ``name`` (str), ``variant`` (the :func:`mcjepa.config.model_config`
+- ``format_version`` (int, 1), ``name`` (str), ``variant`` (the :func:`mcjepa.architecture.model_config`
   name it was built from, used by ``pretrained=True``; ``None`` for a custom architecture);
 - ``files``: ``{component: {"filename": str, "sha256": str (hex), "size": int (bytes)}}``;
 - ``config`` (``ModelConfig.to_dict()``), ``trained_on`` (str or list), ``metrics`` (flat
@@ -30,7 +30,7 @@ Manifest entry (``release.json`` and ``weights_manifest.json["models"][name]``)
   - ``"published"``: ``repo_id`` (Hugging Face ``org/name``) and ``revision`` (the pinned 40-hex
     commit sha, written by ``mcjepa-publish``);
   - ``"bundled"``: ``path``, the folder under the package's ``mcjepa/bundled/`` holding the release
-    files (written by ``python -m mcjepa.release.bundle``); ships inside the package, read offline;
+    files (written by ``python -m mcjepa.cli.bundle``); ships inside the package, read offline;
 
 - ``provenance`` (optional dict; bundled entries): ``command`` (the training command), ``commit``
   (the git commit it ran at), ``data`` (what it was trained on), ``wall_time_s`` (seconds), and any
@@ -48,11 +48,11 @@ from typing import Any
 import torch
 from safetensors.torch import save as safetensors_save
 
-from ..config import MODEL_VARIANTS, ModelConfig
-from ..io_atomic import atomic_write_bytes, json_bytes
-from ..model import COMPONENTS, MCJEPA
-from .errors import NonFiniteWeightsError, WeightsIntegrityError
-from .verify import sha256_file
+from mcjepa.architecture import MODEL_VARIANTS, ModelConfig
+from mcjepa.model import COMPONENTS, MCJEPA
+from mcjepa.release.errors import NonFiniteWeightsError, WeightsIntegrityError
+from mcjepa.release.verify import sha256_file
+from mcjepa.utils.atomic import atomic_write_bytes, json_bytes
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -129,7 +129,7 @@ def check_finite(states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
 
 def write_safetensors(path: Path, state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """The one writer of release safetensors files: refuse non-finite tensors, serialise
-    ``state`` with ``metadata`` (deterministic bytes) and write it atomically (:mod:`mcjepa.io_atomic`)."""
+    ``state`` with ``metadata`` (deterministic bytes) and write it atomically (:mod:`mcjepa.utils.atomic`)."""
     check_finite({path.name: state})
     atomic_write_bytes(path, safetensors_chunks(state, metadata))
 
@@ -150,7 +150,7 @@ def save_release(
             flow head (the expander is only needed to resume training).
         metadata: free metadata; the keys ``trained_on``, ``metrics``, ``license`` and
             ``variant`` go to the top level of the entry, the rest under ``"metadata"``.
-            ``variant`` defaults to the :data:`~mcjepa.config.MODEL_VARIANTS` name whose config
+            ``variant`` defaults to the :data:`~mcjepa.architecture.MODEL_VARIANTS` name whose config
             equals the model's (``None`` for a custom architecture).
 
     Raises :class:`NonFiniteWeightsError` (naming each tensor and its NaN/Inf counts), before
@@ -207,7 +207,7 @@ def save_release(
         if key in extra:
             entry[key] = extra.pop(key)
     entry.update({"status": "local", "files": files, "config": config, "metadata": extra})
-    from .. import __version__
+    from mcjepa import __version__
 
     entry["mcjepa_version"] = __version__
     atomic_write_bytes(out / CONFIG_FILENAME, json_bytes(config))

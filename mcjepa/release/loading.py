@@ -11,13 +11,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..config import model_config
-from ..model import COMPONENTS, MCJEPA
-from .errors import WeightsMismatchError, WeightsUnavailableError
-from .manifest import MANIFEST_FILENAME, published_entry_for
-from .resolved import ResolvedRelease
-from .sources import resolve
-from .verify import verify_file
+from mcjepa.architecture import model_config
+from mcjepa.model import COMPONENTS, MCJEPA
+from mcjepa.release.errors import WeightsMismatchError, WeightsUnavailableError
+from mcjepa.release.manifest import MANIFEST_FILENAME, published_entry_for
+from mcjepa.release.resolved import ResolvedRelease
+from mcjepa.release.sources import resolve
+from mcjepa.release.verify import verify_file
 
 __all__ = ["UNTRAINED_MESSAGE", "describe_release", "load_model", "load_state_dict_strict", "read_component"]
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from ..config import ModelConfig
-from ..io_atomic import read_json
-from ..model import COMPONENTS
-from .errors import UnverifiedWeightsWarning, WeightsIntegrityError, WeightsUnavailableError
-from .format import KEY_SIGNATURES, RELEASE_FILENAME, check_entry, entry_config, refuse_pickle
-from .resolved import ResolvedRelease, no_hash_for_a_release, release_from_entry
-from .verify import REDO, REDO_GIVEN, verify_file
+from mcjepa.architecture import ModelConfig
+from mcjepa.model import COMPONENTS
+from mcjepa.release.errors import UnverifiedWeightsWarning, WeightsIntegrityError, WeightsUnavailableError
+from mcjepa.release.format import KEY_SIGNATURES, RELEASE_FILENAME, check_entry, entry_config, refuse_pickle
+from mcjepa.release.resolved import ResolvedRelease, no_hash_for_a_release, release_from_entry
+from mcjepa.release.verify import REDO, REDO_GIVEN, verify_file
+from mcjepa.utils.atomic import read_json
 
 __all__ = ["resolve_local", "resolve_single_file"]
 
@@ -86,7 +86,9 @@ def resolve_single_file(
         try:
             config = ModelConfig.from_dict(json.loads(meta["mcjepa.config"]))
         except (ValueError, TypeError) as exc:
-            raise WeightsIntegrityError(f"{path}: its mcjepa.config metadata is not a valid config: {exc}") from None
+            raise WeightsIntegrityError(
+                f"{path}: its mcjepa.architecture metadata is not a valid config: {exc}"
+            ) from None
     prefixes = {c: f"{c}." for c in COMPONENTS if any(k.startswith(f"{c}.") for k in keys)}
     if prefixes and all(any(k.startswith(p) for p in prefixes.values()) for k in keys):
         comps = list(prefixes)

@@ -6,7 +6,7 @@ install sees it; the repository's top-level ``weights_manifest.json`` is a symbo
 and the packaged entries (the bundled model's among them) stay visible to :func:`find_entry`.
 Format: ``{"format_version": 1, "note": str, "models": {name: entry}}``, entries as in
 :mod:`mcjepa.release.format`. ``mcjepa-export --update-manifest``, ``mcjepa-publish`` and
-``python -m mcjepa.release.bundle`` all write through :func:`merge_entry`.
+``python -m mcjepa.cli.bundle`` all write through :func:`merge_entry`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..io_atomic import atomic_write_bytes, json_bytes
-from .errors import ManifestError
-from .format import FORMAT_VERSION
+from mcjepa.release.errors import ManifestError
+from mcjepa.release.format import FORMAT_VERSION
+from mcjepa.utils.atomic import atomic_write_bytes, json_bytes
 
 __all__ = [
     "COMMIT_SHA",
@@ -38,7 +38,7 @@ __all__ = [
 
 MANIFEST_FILENAME = "weights_manifest.json"
 MANIFEST_ENV = "MCJEPA_MANIFEST"
-COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")  # a pinned Hub revision (also checked by mcjepa.publish)
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")  # a pinned Hub revision (also checked by mcjepa.release.publish)
 _NEW_NOTE = "MC-JEPA weight releases (format: mcjepa/release/format.py, docs/release.md)."
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
-from .format import check_entry, entry_config
+from mcjepa.architecture import ModelConfig
+from mcjepa.release.format import check_entry, entry_config
 
 __all__ = ["ResolvedRelease", "no_hash_for_a_release", "release_from_entry"]
 

@@ -35,14 +35,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..io_atomic import read_json
-from .bundled import BUNDLED_SCHEME, DEFAULT_MODEL, bundled_folder, bundled_root
-from .cache import download, hf_download
-from .errors import WHAT_TO_DO, WeightsIntegrityError, WeightsUnavailableError
-from .format import PICKLE_SUFFIXES, RELEASE_FILENAME, check_entry, refuse_pickle
-from .local import resolve_local, resolve_single_file
-from .manifest import COMMIT_SHA, MANIFEST_FILENAME, find_entry, known_names
-from .resolved import ResolvedRelease, no_hash_for_a_release, release_from_entry
+from mcjepa.release.bundled import BUNDLED_SCHEME, DEFAULT_MODEL, bundled_folder, bundled_root
+from mcjepa.release.cache import download, hf_download
+from mcjepa.release.errors import WHAT_TO_DO, WeightsIntegrityError, WeightsUnavailableError
+from mcjepa.release.format import PICKLE_SUFFIXES, RELEASE_FILENAME, check_entry, refuse_pickle
+from mcjepa.release.local import resolve_local, resolve_single_file
+from mcjepa.release.manifest import COMMIT_SHA, MANIFEST_FILENAME, find_entry, known_names
+from mcjepa.release.resolved import ResolvedRelease, no_hash_for_a_release, release_from_entry
+from mcjepa.utils.atomic import read_json
 
 __all__ = [
     "ENTRY_SOURCES",

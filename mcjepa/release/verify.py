@@ -9,7 +9,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from .errors import WeightsIntegrityError, WeightsUnavailableError
+from mcjepa.release.errors import WeightsIntegrityError, WeightsUnavailableError
 
 __all__ = ["REDO", "REDO_GIVEN", "pickle_kind", "sha256_file", "verify_file"]
 

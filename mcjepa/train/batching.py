@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..schema import ConfigError
+from mcjepa.utils.schema import ConfigError
 
 __all__ = ["BatchSplit", "StepSplit", "split_batch", "split_step"]
 

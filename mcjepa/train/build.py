@@ -12,17 +12,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ModelConfig
-from ..model import MCJEPA
-from .batching import StepSplit, split_step
-from .config import ConfigError, OptimSection, TrainConfig
-from .data import build_content_stream, build_motion_stream
-from .distributed import DistInfo
-from .global_stats import convert_global_batchnorm
-from .objective import MCJEPAObjective
-from .precision import apply_compile, to_memory_format
-from .schedule import Schedule
-from .streams import ResumableStream
+from mcjepa.architecture import ModelConfig
+from mcjepa.model import MCJEPA
+from mcjepa.train.batching import StepSplit, split_step
+from mcjepa.train.config import ConfigError, OptimSection, TrainConfig
+from mcjepa.train.data import build_content_stream, build_motion_stream
+from mcjepa.train.distributed import DistInfo
+from mcjepa.train.global_stats import convert_global_batchnorm
+from mcjepa.train.objective import MCJEPAObjective
+from mcjepa.train.precision import apply_compile, to_memory_format
+from mcjepa.train.schedule import Schedule
+from mcjepa.train.streams import ResumableStream
 
 __all__ = [
     "RunParts",

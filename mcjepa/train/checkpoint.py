@@ -1,7 +1,7 @@
 """Atomic training checkpoints that resume exactly.
 
 A checkpoint holds the model, optimiser, step, data positions and every RNG state. Files are
-written with :func:`mcjepa.io_atomic.atomic_writer` (a temporary file, fsynced and renamed), so
+written with :func:`mcjepa.utils.atomic.atomic_writer` (a temporary file, fsynced and renamed), so
 a crash never leaves a partial checkpoint, and only the last ``keep_last`` are kept. Loading
 uses ``torch.load(weights_only=True)``: no arbitrary objects are unpickled. A file that still
 fails to load (truncated by a full disk, a copy cut short) raises :class:`CheckpointError`; the
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io_atomic import atomic_writer
+from mcjepa.utils.atomic import atomic_writer
 
 __all__ = [
     "CHECKPOINT_FORMAT",

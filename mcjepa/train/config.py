@@ -1,13 +1,13 @@
 """Training configuration: typed dataclasses, loaded from TOML files with ``--set`` overrides.
 
 One loader: :func:`load_config` reads a TOML file, applies ``--set`` overrides (dotted keys,
-``key[i]`` list items) and builds the typed :class:`TrainConfig` with :func:`mcjepa.schema.from_dict`,
+``key[i]`` list items) and builds the typed :class:`TrainConfig` with :func:`mcjepa.utils.schema.from_dict`,
 the coercer that also reads architecture configs. The ``[model.*]`` tables are typed partial
-architecture overrides (:class:`~mcjepa.schema.Partial` of the :mod:`mcjepa.config` sections),
+architecture overrides (:class:`~mcjepa.utils.schema.Partial` of the :mod:`mcjepa.architecture` sections),
 resolved and checked at load time (:meth:`ModelSection.resolve`). Per-level weights are
-:class:`~mcjepa.levels.LevelWeights` (fine to coarse) read from the ``*_coarse_to_fine`` keys.
+:class:`~mcjepa.train.levels.LevelWeights` (fine to coarse) read from the ``*_coarse_to_fine`` keys.
 
-The ``paper`` config (``mcjepa/configs/paper.toml``) holds the paper's objective as written
+The ``paper`` config (``mcjepa/train/configs/paper.toml``) holds the paper's objective as written
 (arXiv 2307.12698) with a source for every value, and ``paper-measured`` the same with this
 project's measured departures (``docs/learning_dynamics.md``). The dataclass defaults below are
 the paper's numbers except the loss forms ``paper-measured`` changes and ``loss.vc_max_samples``
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import EncoderConfig, ExpanderConfig, FlowHeadConfig, ModelConfig, model_config
-from ..data.synthetic import MOTION_PRESETS
-from ..encoder import MIN_INPUT_SIZE
-from ..levels import PAPER_REG_WEIGHTS, PAPER_VC_COV_WEIGHTS, PAPER_VC_VAR_WEIGHTS, LevelWeights
-from ..losses import FEATURE_LOSS_NORMS, MASKED_MEANS, VC_POOLINGS
-from ..schema import ConfigError, Partial, from_dict, to_dict
-from .config_files import apply_overrides, available_configs, parse_value, read_toml
+from mcjepa.architecture import EncoderConfig, ExpanderConfig, FlowHeadConfig, ModelConfig, model_config
+from mcjepa.data.synthetic import MOTION_PRESETS
+from mcjepa.encoder import MIN_INPUT_SIZE
+from mcjepa.train.levels import PAPER_REG_WEIGHTS, PAPER_VC_COV_WEIGHTS, PAPER_VC_VAR_WEIGHTS, LevelWeights
+from mcjepa.train.losses import FEATURE_LOSS_NORMS, MASKED_MEANS, VC_POOLINGS
+from mcjepa.train.toml_files import apply_overrides, available_configs, parse_value, read_toml
+from mcjepa.utils.schema import ConfigError, Partial, from_dict, to_dict
 
 __all__ = [
     "ConfigError",
@@ -51,7 +51,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 class ModelSection:
     """The architecture: a named variant and typed overrides of some of its fields."""
 
-    variant: str = "convnext_t"  # mcjepa.config.MODEL_VARIANTS
+    variant: str = "convnext_t"  # mcjepa.architecture.MODEL_VARIANTS
     # Overrides of the variant's FlowHeadConfig fields (e.g. channel_factor, use_layernorm):
     # the Table 3 ablations.
     flow_head: Partial[FlowHeadConfig] = field(default_factory=lambda: Partial(FlowHeadConfig))
@@ -59,7 +59,7 @@ class ModelSection:
     expander: Partial[ExpanderConfig] = field(default_factory=lambda: Partial(ExpanderConfig))
 
     def resolve(self) -> ModelConfig:
-        """The variant's :class:`~mcjepa.config.ModelConfig` with the overrides applied.
+        """The variant's :class:`~mcjepa.architecture.ModelConfig` with the overrides applied.
 
         Raises:
             ConfigError: an unknown variant, or an override the architecture refuses (its range
@@ -124,7 +124,7 @@ class LossSection:
     alpha: float = 0.1  # motion weight, seed §4.5.7
     # Per-level weights are LevelWeights, fine to coarse (pyramid order), like every per-level
     # sequence in mcjepa; their config keys list them coarse to fine, as the paper does, and say
-    # so in their names. Defaults: the paper's (mcjepa.levels.PAPER_*, cited there).
+    # so in their names. Defaults: the paper's (mcjepa.train.levels.PAPER_*, cited there).
     reg_weights: LevelWeights = field(default=PAPER_REG_WEIGHTS, metadata={"key": "reg_weights_coarse_to_fine"})
     # L_reg's out-of-image mask. On: average L_reg only over positions whose sample p + f(p) lies
     # inside the image. Off (the default): out-of-image samples are compared with the zeros that
@@ -255,7 +255,7 @@ class RunSection:
     tensorboard: bool = True  # when the tensorboard package is installed
     export_release: bool = True  # write a safetensors release at the end
     max_steps: int = 0  # stop early after this many steps (0 = run the whole schedule)
-    threads: int = 0  # torch CPU threads (0: OMP_NUM_THREADS when set, else half the CPUs; mcjepa.threads)
+    threads: int = 0  # torch CPU threads (0: OMP_NUM_THREADS when set, else half the CPUs; mcjepa.utils.threads)
 
 
 @dataclass

@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset
 
-from ..data.workers import resolve_num_workers
-from .batching import split_batch
-from .config import ConfigError, TrainConfig
-from .distributed import DistInfo
-from .streams import ResumableStream
+from mcjepa.data.workers import resolve_num_workers
+from mcjepa.train.batching import split_batch
+from mcjepa.train.config import ConfigError, TrainConfig
+from mcjepa.train.distributed import DistInfo
+from mcjepa.train.streams import ResumableStream
 
 __all__ = ["build_content_dataset", "build_content_stream", "build_motion_stream", "stream_workers"]
 
@@ -50,7 +50,7 @@ def _stream(cfg: TrainConfig, dataset, sampler, batch_size: int | None, stream_i
 
 def build_content_dataset(cfg: TrainConfig):
     """The content dataset from ``data.content``: two augmented, normalised views per item."""
-    from ..data.content import ContentDataset, TwoViewDataset
+    from mcjepa.data.content import ContentDataset, TwoViewDataset
 
     spec = dict(cfg.data.content)
     kind = spec.pop("type", "imagefolder")
@@ -62,12 +62,12 @@ def build_content_dataset(cfg: TrainConfig):
         _no_extra(spec, "data.content")
         return ContentDataset(root, size=size)
     if kind == "synthetic":
-        from ..data.synthetic import SyntheticImageDataset
+        from mcjepa.data.synthetic import SyntheticImageDataset
 
         photos = spec.pop("photos", "")  # "": procedural textures; else collages of photo cut-outs
         textures = None
         if photos:
-            from ..data.real_texture import PhotoTextures, photo_files
+            from mcjepa.data.real_texture import PhotoTextures, photo_files
 
             try:
                 textures = PhotoTextures(photo_files(photos))
@@ -82,8 +82,8 @@ def build_content_dataset(cfg: TrainConfig):
         _no_extra(spec, "data.content")
         return TwoViewDataset(base, size=size)
     if kind == "photos":
-        from ..data.content import ImageFiles
-        from ..data.real_texture import photo_files
+        from mcjepa.data.content import ImageFiles
+        from mcjepa.data.real_texture import photo_files
 
         photos = spec.pop("photos", "installed")
         _no_extra(spec, "data.content")
@@ -102,7 +102,7 @@ def _no_extra(spec: dict, key: str) -> None:
 
 def build_content_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStream, int]:
     """Return the content stream and the content dataset's length."""
-    from ..data.samplers import ResumableDistributedSampler
+    from mcjepa.data.samplers import ResumableDistributedSampler
 
     dataset = build_content_dataset(cfg)
     batch = _per_rank(cfg.data.content_batch_size, dist, "data.content_batch_size")
@@ -118,8 +118,8 @@ def build_content_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStr
 
 def build_motion_stream(cfg: TrainConfig, dist: DistInfo) -> tuple[ResumableStream, int]:
     """Return the frame-pair stream (each batch from one dataset) and its batches per epoch."""
-    from ..data.motion import build_motion_datasets
-    from ..data.samplers import GroupedBatchSampler
+    from mcjepa.data.motion import build_motion_datasets
+    from mcjepa.data.samplers import GroupedBatchSampler
 
     try:
         datasets = build_motion_datasets([dict(s) for s in cfg.data.motion])

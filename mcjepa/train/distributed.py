@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..devices import DeviceError, resolve_device
-from .config import ConfigError
+from mcjepa.train.config import ConfigError
+from mcjepa.utils.devices import DeviceError, resolve_device
 
 __all__ = ["DistInfo", "init_distributed", "shutdown_distributed"]
 

@@ -9,7 +9,7 @@
   statistics; optional gradient clipping; non-finite steps skipped and counted);
 * :mod:`~mcjepa.train.metrics_log`: ``metrics.jsonl``, TensorBoard and progress (rank 0);
 * :mod:`~mcjepa.train.evaluate`: held-out synthetic EPE and the content k-NN at the end;
-* :mod:`~mcjepa.train.release`: the safetensors release, carrying the summary's metrics;
+* :mod:`~mcjepa.release.from_run`: the safetensors release, carrying the summary's metrics;
 * :mod:`~mcjepa.train.resume` and :mod:`~mcjepa.train.checkpoint`: atomic checkpoints every N
   steps and an exact resume.
 
@@ -33,18 +33,24 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..config import ModelConfig
-from ..threads import set_threads
-from .build import apply_optim_config, build_run, check_run_dir
-from .checkpoint import CHECKPOINT_FORMAT, capture_rng_state, latest_checkpoint, restore_rng_state, save_checkpoint
-from .config import ConfigError, TrainConfig
-from .distributed import init_distributed
-from .evaluate import run_content_knn, run_synthetic_epe
-from .metrics_log import MetricsLog, Progress, truncate_metrics
-from .precision import apply_tf32, resolve_precision
-from .release import release_metrics, write_release
-from .resume import RESUME_FREE_KEYS, check_config_change, config_changes, load_newest_intact
-from .step import StepRunner, TrainingDiverged, nonfinite_tensors, parameters_diverged
+from mcjepa.architecture import ModelConfig
+from mcjepa.release.from_run import release_metrics, write_release
+from mcjepa.train.build import apply_optim_config, build_run, check_run_dir
+from mcjepa.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    capture_rng_state,
+    latest_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from mcjepa.train.config import ConfigError, TrainConfig
+from mcjepa.train.distributed import init_distributed
+from mcjepa.train.evaluate import run_content_knn, run_synthetic_epe
+from mcjepa.train.metrics_log import MetricsLog, Progress, truncate_metrics
+from mcjepa.train.precision import apply_tf32, resolve_precision
+from mcjepa.train.resume import RESUME_FREE_KEYS, check_config_change, config_changes, load_newest_intact
+from mcjepa.train.step import StepRunner, TrainingDiverged, nonfinite_tensors, parameters_diverged
+from mcjepa.utils.threads import set_threads
 
 __all__ = [
     "RESUME_FREE_KEYS",
@@ -82,7 +88,7 @@ class Trainer:
         if self.dist.is_main:
             check_run_dir(self.run_dir)
         try:
-            set_threads(cfg.run.threads or None)  # 0: the shared default (mcjepa.threads)
+            set_threads(cfg.run.threads or None)  # 0: the shared default (mcjepa.utils.threads)
         except ValueError as exc:  # a bad OMP_NUM_THREADS
             raise ConfigError(f"run.threads: {exc}") from None
         self.precision = resolve_precision(cfg.run.precision, self.device)
@@ -281,7 +287,7 @@ class Trainer:
         over every resume), skipped steps, final losses and, when enabled, held-out synthetic EPE
         of the untrained model, the trained model and zero flow, and the content k-NN. A run that
         reaches the end of its schedule writes the release (``run.export_release``), whose
-        ``metrics`` are the summary's (:func:`~mcjepa.train.release.release_metrics`).
+        ``metrics`` are the summary's (:func:`~mcjepa.release.from_run.release_metrics`).
 
         Raises:
             TrainingDiverged: the parameters went non-finite (checked at every

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ModelConfig
-from ..encoder import imagenet_normalize
-from ..model import MCJEPA
-from .config import TrainConfig
+from mcjepa.architecture import ModelConfig
+from mcjepa.encoder import imagenet_normalize
+from mcjepa.model import MCJEPA
+from mcjepa.train.config import TrainConfig
 
 __all__ = ["content_knn", "run_content_knn", "run_synthetic_epe", "synthetic_epe"]
 
@@ -70,10 +70,10 @@ def synthetic_epe(
     Returns ``{"epe": ..., "zero_flow_epe": ..., "epe_noc": ...}`` (``epe_noc``: non-occluded
     pixels only).
     """
-    from ..data.synthetic import SyntheticFlowDataset
+    from mcjepa.data.synthetic import SyntheticFlowDataset
 
     if photos:
-        from ..data.real_texture import RealTextureFlowDataset
+        from mcjepa.data.real_texture import RealTextureFlowDataset
 
         data = RealTextureFlowDataset(num_pairs, size, seed=seed, motion=motion, photos=photos)
     else:
@@ -129,8 +129,8 @@ def content_knn(
     """
     from pathlib import Path
 
-    from ..data.synthetic import SyntheticShapeDataset
-    from ..eval.probes import embed_images, knn_accuracy, open_probe_dataset, probe_images
+    from mcjepa.data.synthetic import SyntheticShapeDataset
+    from mcjepa.eval.probes import embed_images, knn_accuracy, open_probe_dataset, probe_images
 
     sets: dict[str, tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, int, int]] = {}
     if synthetic_images > 0:

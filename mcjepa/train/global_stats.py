@@ -18,7 +18,7 @@ objective, each is computed over the global batch:
   the global term's.
 
 VICReg's own variance and covariance gather the expander outputs over processes
-(:func:`mcjepa.losses.gather_across_ranks`, as VICReg's code does).
+(:func:`mcjepa.train.losses.gather_across_ranks`, as VICReg's code does).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import upcast_half
+from mcjepa.ops import upcast_half
 
 __all__ = [
     "GlobalBatchNorm1d",
@@ -152,7 +152,7 @@ def vc_statistics(
         with_cov: keep the ``C x C`` second-moment matrix (needed by the covariance term);
             otherwise only the per-channel sums of squares.
         max_samples: use a random subset of this many positions (0: all), drawn as
-            :func:`mcjepa.losses.variance_covariance_terms` draws it.
+            :func:`mcjepa.train.losses.variance_covariance_terms` draws it.
 
     Returns:
         ``(count, moments)``: a 1-element float64 count and one flat float64 vector
@@ -175,7 +175,7 @@ def vc_from_statistics(
     count: Tensor, moments: Tensor, channels: int, with_cov: bool, gamma: float = 1.0, eps: float = 1e-4
 ) -> tuple[Tensor, Tensor | None]:
     """The variance hinge ``mean_j relu(gamma - sqrt(Var_j + eps))`` and ``sum_{i != j} C_ij^2 / C``
-    (unbiased estimates, as :func:`mcjepa.losses.variance_covariance_terms`) from
+    (unbiased estimates, as :func:`mcjepa.train.losses.variance_covariance_terms`) from
     :func:`vc_statistics` summed over any number of batches. Returns float32 scalars (cov None
     without ``with_cov``)."""
     n = count.reshape(())  # (no check that n >= 2 here: it would cost a host sync every step)

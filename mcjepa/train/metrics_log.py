@@ -11,8 +11,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..io_atomic import atomic_write_bytes
-from ..progress import is_terminal
+from mcjepa.utils.atomic import atomic_write_bytes
+from mcjepa.utils.progress import is_terminal
 
 __all__ = ["METRICS_FILE", "MetricsLog", "Progress", "truncate_metrics"]
 

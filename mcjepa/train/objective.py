@@ -15,15 +15,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .. import losses as L
-from ..encoder import imagenet_normalize
-from ..levels import COARSEST, LevelWeights
-from ..model import MCJEPA
-from ..ops import backward_warp, range_map_visibility
-from .config import LossSection
-from .diagnostics import feature_collapse_stats, flow_consistency_stats
-from .global_stats import distributed_world, straight_through, vc_from_statistics, vc_statistics
-from .schedule import StepPlan
+from mcjepa.encoder import imagenet_normalize
+from mcjepa.model import MCJEPA
+from mcjepa.ops import backward_warp, range_map_visibility
+from mcjepa.train import losses as L
+from mcjepa.train.config import LossSection
+from mcjepa.train.diagnostics import feature_collapse_stats, flow_consistency_stats
+from mcjepa.train.global_stats import distributed_world, straight_through, vc_from_statistics, vc_statistics
+from mcjepa.train.levels import COARSEST, LevelWeights
+from mcjepa.train.schedule import StepPlan
 
 __all__ = ["CONTENT_TERMS", "MCJEPAObjective", "MicroBatch"]
 

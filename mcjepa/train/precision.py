@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..schema import ConfigError
+from mcjepa.utils.schema import ConfigError
 
 __all__ = ["Precision", "apply_compile", "apply_tf32", "resolve_precision", "to_memory_format"]
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..schema import ConfigError
-from .batching import StepSplit
-from .config import TrainConfig
-from .precision import resolve_precision
+from mcjepa.train.batching import StepSplit
+from mcjepa.train.config import TrainConfig
+from mcjepa.train.precision import resolve_precision
+from mcjepa.utils.schema import ConfigError
 
 __all__ = ["MemoryEstimate", "estimate_memory", "run_preflight"]
 
@@ -71,7 +71,7 @@ def estimate_memory(cfg: TrainConfig) -> MemoryEstimate:
     """Measure the model's saved activations for one content image and one frame pair at the
     config's sizes on the meta device (shapes only: instant, no memory), plus the model state.
     The loss terms' own buffers are not counted (small next to the flow head's)."""
-    from ..model import MCJEPA
+    from mcjepa.model import MCJEPA
 
     model = MCJEPA(cfg.model.resolve(), flow_head=True, expander=True).to("meta").train()
     params = sum(p.numel() for p in model.parameters())
@@ -99,7 +99,7 @@ def _human(n: float) -> str:
 
 def run_preflight(cfg: TrainConfig, world_size: int, out: Callable[[str], None] = print) -> int:
     """Print the checks for ``cfg`` on ``world_size`` processes; return 0 (all passed) or 2."""
-    from .build import step_split
+    from mcjepa.train.build import step_split
 
     problems: list[str] = []
     out(f"preflight: config {cfg.name!r}, {world_size} process(es)")
@@ -126,7 +126,7 @@ def _check_content(cfg: TrainConfig, out: Callable[[str], None], problems: list[
     if not cfg.schedule.content_enabled:
         out("content: off (schedule.content_enabled = false)")
         return 0
-    from .data import build_content_dataset
+    from mcjepa.train.data import build_content_dataset
 
     try:
         n = len(build_content_dataset(cfg))
@@ -144,7 +144,7 @@ def _check_motion(cfg: TrainConfig, out: Callable[[str], None], problems: list[s
     if not cfg.schedule.motion_enabled:
         out("motion: off (schedule.motion_enabled = false)")
         return 0
-    from ..data.motion import build_motion_datasets, reader_root
+    from mcjepa.data.motion import build_motion_datasets, reader_root
 
     total = 0
     for i, spec in enumerate(cfg.data.motion):
@@ -164,8 +164,8 @@ def _check_motion(cfg: TrainConfig, out: Callable[[str], None], problems: list[s
 
 
 def _print_split(cfg: TrainConfig, split: StepSplit, out: Callable[[str], None]) -> None:
-    from ..data.workers import resolve_num_workers
-    from .data import stream_workers
+    from mcjepa.data.workers import resolve_num_workers
+    from mcjepa.train.data import stream_workers
 
     out(f"batch: content {split.content.describe()} per step")
     if cfg.schedule.motion_enabled:
@@ -178,7 +178,7 @@ def _print_split(cfg: TrainConfig, split: StepSplit, out: Callable[[str], None])
 def _print_schedule(
     cfg: TrainConfig, content_len: int, motion_pairs: int, out: Callable[[str], None], problems: list[str]
 ) -> None:
-    from .schedule import Schedule
+    from mcjepa.train.schedule import Schedule
 
     steps = cfg.schedule.steps_per_epoch
     if steps <= 0:

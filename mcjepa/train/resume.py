@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
-from .checkpoint import CheckpointError, check_resumable, list_checkpoints, load_checkpoint
-from .config import ConfigError, TrainConfig
+from mcjepa.architecture import ModelConfig
+from mcjepa.train.checkpoint import CheckpointError, check_resumable, list_checkpoints, load_checkpoint
+from mcjepa.train.config import ConfigError, TrainConfig
 
 __all__ = ["RESUME_FREE_KEYS", "RESUME_FREE_PREFIXES", "check_config_change", "config_changes", "load_newest_intact"]
 

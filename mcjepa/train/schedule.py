@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import TrainConfig
+from mcjepa.train.config import TrainConfig
 
 __all__ = ["StepPlan", "Schedule"]
 

@@ -26,13 +26,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .batching import StepSplit
-from .checkpoint import capture_rng_state, latest_checkpoint, restore_rng_state
-from .global_stats import distributed_world, freeze_running_stats
-from .objective import CONTENT_TERMS, MCJEPAObjective, MicroBatch, all_reduce_statistics
-from .precision import Precision
-from .schedule import Schedule, StepPlan
-from .streams import ResumableStream
+from mcjepa.train.batching import StepSplit
+from mcjepa.train.checkpoint import capture_rng_state, latest_checkpoint, restore_rng_state
+from mcjepa.train.global_stats import distributed_world, freeze_running_stats
+from mcjepa.train.objective import CONTENT_TERMS, MCJEPAObjective, MicroBatch, all_reduce_statistics
+from mcjepa.train.precision import Precision
+from mcjepa.train.schedule import Schedule, StepPlan
+from mcjepa.train.streams import ResumableStream
 
 __all__ = ["StepRunner", "TrainingDiverged", "nonfinite_tensors", "parameters_diverged", "to_device"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.samplers import sample_seed, seeded_rngs
+from mcjepa.data.samplers import sample_seed, seeded_rngs
 
 __all__ = ["PerSampleSeeded", "ResumableStream", "sample_seed"]
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .io_atomic import atomic_write_bytes
+from mcjepa.utils.atomic import atomic_write_bytes
 
 __all__ = ["FLO_MAGIC", "read_flo", "read_kitti_flow", "write_flo", "write_kitti_flow"]
 

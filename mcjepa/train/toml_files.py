@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..schema import ConfigError
+from mcjepa.utils.schema import ConfigError
 
 __all__ = ["apply_overrides", "available_configs", "parse_value", "read_toml"]
 
@@ -96,7 +96,7 @@ def _assign(node: Any, step: str | int, value: Any, key: str) -> None:
 
 def available_configs() -> list[str]:
     """Names of the configs shipped in ``mcjepa/configs``."""
-    return sorted(p.name[:-5] for p in resources.files("mcjepa.configs").iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in resources.files("mcjepa.train.configs").iterdir() if p.name.endswith(".toml"))
 
 
 def read_toml(path_or_name: str | Path, _chain: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
@@ -140,7 +140,7 @@ def _read_one(path_or_name: str | Path) -> tuple[dict[str, Any], str]:
             raise ConfigError(f"config file not found: {path}")
         return _parse_toml(path.read_bytes(), str(path)), path.stem
     name = str(path_or_name)
-    res = resources.files("mcjepa.configs") / f"{name}.toml"
+    res = resources.files("mcjepa.train.configs") / f"{name}.toml"
     if not res.is_file():
         raise ConfigError(f"unknown config {name!r}: not a file, and not one of {available_configs()}")
     return _parse_toml(res.read_bytes(), name), name

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.utils import flow_to_image
 
-from .encoder import MIN_INPUT_SIZE, ConvNeXtPyramid, imagenet_normalize
-from .flow_io import read_flo, read_kitti_flow, write_flo, write_kitti_flow
-from .image_input import ImageLike, check_colour_pair, check_image_pair, describe_type, prepare_images
-from .model import MCJEPA
-from .ops import backward_warp, flow_validity_mask, forward_backward_occlusion
+from mcjepa.encoder import MIN_INPUT_SIZE, ConvNeXtPyramid, imagenet_normalize
+from mcjepa.flow.files import read_flo, read_kitti_flow, write_flo, write_kitti_flow
+from mcjepa.flow.inputs import ImageLike, check_colour_pair, check_image_pair, describe_type, prepare_images
+from mcjepa.model import MCJEPA
+from mcjepa.ops import backward_warp, flow_validity_mask, forward_backward_occlusion
 
 __all__ = [
     "MIN_SIZE",
@@ -92,7 +92,7 @@ def load(
     it holds: ``model.release_name`` (e.g. ``"mcjepa_small_real"``; ``None`` for random weights) and
     ``model.weights_description`` (one line, also in ``repr(model)`` and logged at INFO level).
     """
-    from .release import BUNDLED_SCHEME, DEFAULT_MODEL, load_model  # lazy: pulls in huggingface_hub
+    from mcjepa.release import BUNDLED_SCHEME, DEFAULT_MODEL, load_model  # lazy: pulls in huggingface_hub
 
     target = torch.device(device) if device is not None else torch.device("cpu")
     random_init = isinstance(weights, str) and weights == RANDOM_WEIGHTS
@@ -150,7 +150,7 @@ def estimate(
     """Estimate the optical flow from ``image1`` to ``image2``.
 
     On the CPU it runs on ``torch.get_num_threads()`` threads, which this function never changes:
-    set them with :func:`mcjepa.threads.set_threads` (the commands' ``--threads`` rule: by default
+    set them with :func:`mcjepa.utils.threads.set_threads` (the commands' ``--threads`` rule: by default
     half the CPUs, so that another busy process does not stall it) or ``torch.set_num_threads``.
 
     Args:
@@ -163,7 +163,7 @@ def estimate(
         bf16: run under ``torch.autocast("cuda", dtype=torch.bfloat16)``. Only on CUDA: on
             another device this warns and runs in float32.
         check_colour: refuse a pair of a grayscale frame (R = G = B) and a colour frame
-            (:func:`mcjepa.image_input.check_colour_pair`). False for consecutive frames of one
+            (:func:`mcjepa.flow.inputs.check_colour_pair`). False for consecutive frames of one
             video, where a black-and-white stretch next to a colour one is content, not a mix-up.
 
     Returns:

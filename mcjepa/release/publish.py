@@ -16,9 +16,9 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
-from .export import CARD_FILENAME, CARD_REPO_PLACEHOLDER
-from .io_atomic import atomic_write_bytes
-from .release import COMMIT_SHA, RELEASE_FILENAME, ManifestError, merge_entry, sha256_file
+from mcjepa.release import COMMIT_SHA, RELEASE_FILENAME, ManifestError, merge_entry, sha256_file
+from mcjepa.release.export import CARD_FILENAME, CARD_REPO_PLACEHOLDER
+from mcjepa.utils.atomic import atomic_write_bytes
 
 __all__ = ["PublishError", "publish_release"]
 

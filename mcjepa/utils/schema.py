@@ -1,6 +1,6 @@
 """The one config coercer: plain dicts (TOML, JSON) to typed dataclasses and back.
 
-Both config families use it: the architecture (:class:`mcjepa.config.ModelConfig`, read back
+Both config families use it: the architecture (:class:`mcjepa.architecture.ModelConfig`, read back
 from releases and checkpoints) and training (:class:`mcjepa.train.config.TrainConfig`, read from
 TOML files with ``--set`` overrides). :func:`from_dict` checks every key and value against the
 dataclass's type hints and names the dotted key of the first problem in a :class:`ConfigError`;
@@ -10,7 +10,7 @@ Supported field types: ``bool``, ``int``, ``float`` (an integer is accepted), ``
 ``list[T]``, ``tuple[T, ...]`` and fixed ``tuple[A, B]`` (read from lists), ``dict[str, Any]``
 (kept as given: free-form dataset specs), unions, nested dataclasses, :class:`Partial` and
 *config values*: classes with a ``from_config(value, key)`` classmethod (raising ``ValueError``
-naming ``key``) and a ``to_config()`` method (e.g. :class:`mcjepa.levels.LevelWeights`), which
+naming ``key``) and a ``to_config()`` method (e.g. :class:`mcjepa.train.levels.LevelWeights`), which
 convert their own file spelling.
 
 A field whose file key differs from its attribute name says so in its metadata,

@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
-from .encoder import MIN_INPUT_SIZE
-from .image_input import check_colour_pair, check_image_pair, prepare_images
-from .image_io import read_rgb
-from .ops import upsample_flow
+from mcjepa.encoder import MIN_INPUT_SIZE
+from mcjepa.flow.inputs import check_colour_pair, check_image_pair, prepare_images
+from mcjepa.ops import upsample_flow
+from mcjepa.utils.image_files import read_rgb
 
 __all__ = [
     "AV_INSTALL_HINT",
@@ -287,7 +287,7 @@ def estimate_resized(
     and v rescaled, so it is float32 ``(2, H, W)`` (or ``(B, 2, H, W)``) in input pixels. The
     images take every form :func:`~mcjepa.flow.estimate` accepts and are validated the same way
     (``check_colour`` as there)."""
-    from . import flow  # flow.estimate looked up at call time (tests patch it)
+    from mcjepa import flow  # flow.estimate looked up at call time (tests patch it)
 
     if max_size is None:
         return flow.estimate(image1, image2, model, bf16=bf16, **_colour_kwargs(check_colour))

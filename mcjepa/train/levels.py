@@ -2,7 +2,7 @@
 
 **One order.** A :class:`LevelWeights` is a tuple in *pyramid order*, fine to coarse: index 0 is
 the stride-2 map, index 5 the stride-32 map, the order of the encoder's pyramid and of every
-per-level sequence in :mod:`mcjepa.losses` (``docs/architecture.md``, "Conventions"). Python code
+per-level sequence in :mod:`mcjepa.train.losses` (``docs/architecture.md``, "Conventions"). Python code
 never holds these weights in any other order.
 
 The only other spelling is in config files: the training keys
@@ -37,7 +37,7 @@ class LevelWeights(tuple[float, ...]):
     """Six non-negative, finite weights, one per pyramid level, fine to coarse.
 
     ``LevelWeights([w_stride2, ..., w_stride32])``; ``weights[level]`` is the weight of pyramid
-    index ``level``. Pass it wherever :mod:`mcjepa.losses` takes per-level weights.
+    index ``level``. Pass it wherever :mod:`mcjepa.train.losses` takes per-level weights.
     """
 
     def __new__(cls, fine_to_coarse: Iterable[float]) -> LevelWeights:
@@ -67,11 +67,11 @@ class LevelWeights(tuple[float, ...]):
         level %= NUM_LEVELS
         return LevelWeights(w if i == level else 0.0 for i, w in enumerate(self))
 
-    # config files: the coarse-to-fine keys (mcjepa.schema's config-value protocol)
+    # config files: the coarse-to-fine keys (mcjepa.utils.schema's config-value protocol)
     @classmethod
     def from_config(cls, value: Any, key: str) -> LevelWeights:
         """Read a config key's list, written coarse to fine; a ``ValueError`` names ``key`` and the
-        list index (:func:`mcjepa.schema.coerce` reports it as a ``ConfigError``)."""
+        list index (:func:`mcjepa.utils.schema.coerce` reports it as a ``ConfigError``)."""
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key}: expected a list of {NUM_LEVELS} numbers, got {type(value).__name__} {value!r}")
         if len(value) != NUM_LEVELS:

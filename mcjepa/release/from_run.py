@@ -1,5 +1,5 @@
 """The release written at the end of a run: the trained encoder and flow head as a safetensors
-release folder (:func:`mcjepa.weights.save_release`), carrying the run's held-out metrics."""
+release folder (:func:`mcjepa.release.save_release`), carrying the run's held-out metrics."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from ..model import MCJEPA
-from .config import TrainConfig
+from mcjepa.model import MCJEPA
+from mcjepa.train.config import TrainConfig
 
 __all__ = ["RELEASE_DIR", "release_metrics", "write_release"]
 
@@ -34,7 +34,7 @@ def write_release(
     config and step count to its metadata. Under DDP, SyncBatchNorm layers are turned back into
     BatchNorm on a CPU copy (the model being trained is left alone).
     """
-    from ..release import save_release  # imported when a release is written (safetensors)
+    from mcjepa.release import save_release  # imported when a release is written (safetensors)
 
     out = run_dir / RELEASE_DIR
     metadata = {"trained_on": cfg.name, "steps": step, "train_config": cfg.to_dict(), "metrics": dict(metrics)}

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .common import NO_WEIGHTS_RULE, RANDOM_WEIGHTS, add_threads_argument
+from mcjepa.cli.common import NO_WEIGHTS_RULE, RANDOM_WEIGHTS, add_threads_argument
 
 if TYPE_CHECKING:
-    from ..model import MCJEPA
+    from mcjepa.model import MCJEPA
 
 __all__ = ["PROG", "WORKERS_HELP", "add_model_args", "load_eval_model", "model_info", "model_label", "has_weights"]
 
@@ -80,8 +80,8 @@ def load_eval_model(args: argparse.Namespace, components: tuple[str, ...], devic
     Only the "was NOT verified" warning of an unhashed weights file is shown; the loader's other
     UserWarnings (the random-init one) are replaced by that note.
     """
-    from ..eval.common import load_for_eval
-    from ..release import BUNDLED_SCHEME, DEFAULT_MODEL
+    from mcjepa.eval.common import load_for_eval
+    from mcjepa.release import BUNDLED_SCHEME, DEFAULT_MODEL
 
     if args.weights == RANDOM_WEIGHTS and args.pretrained:
         raise ValueError("--weights random and --pretrained contradict each other: give one of them")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .schema import from_dict, to_dict
+from mcjepa.utils.schema import from_dict, to_dict
 
 __all__ = [
     "EncoderConfig",

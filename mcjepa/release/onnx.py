@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .encoder import imagenet_normalize
+from mcjepa.encoder import imagenet_normalize
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -145,7 +145,7 @@ def _resolve_model(model: nn.Module | None, weights: str | os.PathLike | None, v
     if model is not None and weights is not None:
         raise ValueError("give model= or weights=, not both")
     if model is None:
-        from . import flow
+        from mcjepa import flow
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # an untrained model is said in the result's notes
@@ -299,7 +299,7 @@ def check_onnx(
     and on any ``extra`` named ``(image1, image2)`` float [0, 1] batches. Returns one dict per
     comparison (see :class:`OnnxExportResult`); raises nothing itself. onnxruntime runs on
     ``threads`` intra-op threads (default: torch's current count, so ``--threads`` governs both)."""
-    from .data.synthetic import example_pair
+    from mcjepa.data.synthetic import example_pair
 
     wrapper = OnnxFlowModel(model).cpu().eval()
     session = onnxruntime_session(path, threads=threads or torch.get_num_threads())

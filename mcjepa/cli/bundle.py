@@ -1,13 +1,13 @@
-"""Put a release into the package as a bundled release: ``python -m mcjepa.release.bundle RELEASE_DIR``.
+"""Put a release into the package as a bundled release: ``python -m mcjepa.cli.bundle RELEASE_DIR``.
 
 Copies the release folder's files (``encoder.safetensors``, ``flow_head.safetensors``,
 ``config.json``, ``release.json`` and the model card ``README.md`` when present, each checked
 against ``release.json`` first) into ``mcjepa/bundled/<name>/`` and writes the manifest entry
 (``"status": "bundled"``, ``"path"``, every file's sha256 and size, ``trained_on``, ``metrics``,
 ``license`` and ``provenance``) into the packaged ``mcjepa/weights_manifest.json``. The copy is
-then loaded strictly once, against the new entry. All writes are atomic (:mod:`mcjepa.io_atomic`).
+then loaded strictly once, against the new entry. All writes are atomic (:mod:`mcjepa.utils.atomic`).
 
-    python -m mcjepa.release.bundle runs/real/release --name mcjepa_small_real \\
+    python -m mcjepa.cli.bundle runs/real/release --name mcjepa_small_real \\
         --trained-on "real_texture photo pairs + opencv-doc footage (the 'real' config)" \\
         --command "mcjepa-train --config real --out runs/real" --commit "$(git rev-parse HEAD)" \\
         --data "..." --wall-time-s 3600 --metric real_pairs_epe=1.23
@@ -25,16 +25,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
-from ..io_atomic import atomic_write_bytes, read_json
-from ..model import MCJEPA
-from .bundled import DEFAULT_MODEL, check_bundled_name, packaged_bundled_root
-from .errors import ManifestError, WeightsError, WeightsIntegrityError
-from .format import CONFIG_FILENAME, RELEASE_FILENAME, check_entry
-from .loading import load_state_dict_strict, read_component
-from .manifest import MANIFEST_FILENAME, merge_entry, packaged_manifest_path
-from .resolved import release_from_entry
-from .verify import sha256_file, verify_file
+from mcjepa.architecture import ModelConfig
+from mcjepa.model import MCJEPA
+from mcjepa.release.bundled import DEFAULT_MODEL, check_bundled_name, packaged_bundled_root
+from mcjepa.release.errors import ManifestError, WeightsError, WeightsIntegrityError
+from mcjepa.release.format import CONFIG_FILENAME, RELEASE_FILENAME, check_entry
+from mcjepa.release.loading import load_state_dict_strict, read_component
+from mcjepa.release.manifest import MANIFEST_FILENAME, merge_entry, packaged_manifest_path
+from mcjepa.release.resolved import release_from_entry
+from mcjepa.release.verify import sha256_file, verify_file
+from mcjepa.utils.atomic import atomic_write_bytes, read_json
 
 __all__ = ["BUNDLED_COMPONENTS", "MAX_BUNDLED_BYTES", "build_parser", "bundle_release", "main"]
 
@@ -170,7 +170,7 @@ def _number(key: str, value: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     p = argparse.ArgumentParser(
-        prog="python -m mcjepa.release.bundle",
+        prog="python -m mcjepa.cli.bundle",
         description="Copy a release folder into the package (mcjepa/bundled/NAME/) and write its 'bundled' "
         f"entry (sha256, sizes, provenance) into mcjepa/{MANIFEST_FILENAME}.",
     )

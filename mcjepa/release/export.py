@@ -22,10 +22,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import MODEL_VARIANTS, ModelConfig
-from .io_atomic import atomic_write_bytes, json_bytes, read_json
-from .model import MCJEPA
-from .release import DEFAULT_MODEL, RELEASE_FILENAME, ManifestError, default_manifest_path, merge_entry, save_release
+from mcjepa.architecture import MODEL_VARIANTS, ModelConfig
+from mcjepa.model import MCJEPA
+from mcjepa.release import (
+    DEFAULT_MODEL,
+    RELEASE_FILENAME,
+    ManifestError,
+    default_manifest_path,
+    merge_entry,
+    save_release,
+)
+from mcjepa.utils.atomic import atomic_write_bytes, json_bytes, read_json
 
 __all__ = [
     "ExportError",
@@ -59,7 +66,7 @@ class ExportError(RuntimeError):
 def find_checkpoint(source: str | os.PathLike) -> Path:
     """Return the checkpoint file for ``source``: the file itself, or the newest
     ``checkpoints/ckpt_*.pt`` of a run folder."""
-    from .train.checkpoint import latest_checkpoint
+    from mcjepa.train.checkpoint import latest_checkpoint
 
     path = Path(source).expanduser()
     if path.is_file():
@@ -80,7 +87,7 @@ def model_from_checkpoint(checkpoint: str | os.PathLike, with_expander: bool = F
 
     The state dict is loaded strictly; ``expander.*`` keys are dropped unless ``with_expander``.
     """
-    from .train.checkpoint import load_checkpoint
+    from mcjepa.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
@@ -410,6 +417,6 @@ def readme_table_block(text: str) -> str:
     if TABLE_START not in text or TABLE_END not in text:
         raise ExportError(
             f"README.md lacks the weights-table markers {TABLE_START} / {TABLE_END}: add them around the "
-            f"weights table (generate it with mcjepa.export.weights_table_markdown(mcjepa.release.load_manifest()))"
+            f"weights table (generate it with mcjepa.release.export.weights_table_markdown(mcjepa.release.load_manifest()))"
         )
     return text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()

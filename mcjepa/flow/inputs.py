@@ -20,8 +20,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .encoder import MIN_INPUT_SIZE
-from .image_io import to_rgb
+from mcjepa.encoder import MIN_INPUT_SIZE
+from mcjepa.utils.image_files import to_rgb
 
 __all__ = ["RANGE_TOLERANCE", "ImageLike", "check_colour_pair", "check_image_pair", "describe_type", "prepare_images"]
 

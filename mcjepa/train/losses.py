@@ -13,9 +13,9 @@ Conventions shared by all motion losses:
   compare frame t with frame t+1 warped back (PWC-Net / UFlow / ARFlow), same intent.
 * Pyramids are lists of 6 NCHW maps ordered **fine to coarse** (index 0 = stride 2, index 5 =
   stride 32), and every per-level weight sequence here is indexed the same way: pass a
-  :class:`~mcjepa.levels.LevelWeights` or any sequence in that order. The paper's values are
+  :class:`~mcjepa.train.levels.LevelWeights` or any sequence in that order. The paper's values are
   :data:`PAPER_REG_WEIGHTS`, :data:`PAPER_VC_VAR_WEIGHTS` and :data:`PAPER_VC_COV_WEIGHTS`,
-  defined and cited in :mod:`mcjepa.levels` and re-exported here.
+  defined and cited in :mod:`mcjepa.train.levels` and re-exported here.
 * Images for the photometric and smoothness losses are in ``[0, 1]``.
 
 Over 400 lines on purpose: one pure function per loss of seed section 4.5, sharing the private
@@ -31,8 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .levels import PAPER_REG_WEIGHTS, PAPER_VC_COV_WEIGHTS, PAPER_VC_VAR_WEIGHTS  # re-exported (mcjepa.losses API)
-from .ops import (  # forward_backward_occlusion lives in ops; re-exported here (mcjepa.losses API)
+from mcjepa.ops import (  # forward_backward_occlusion lives in ops; re-exported here (mcjepa.train.losses API)
     backward_warp,
     check_flow,
     check_nchw,
@@ -40,6 +39,11 @@ from .ops import (  # forward_backward_occlusion lives in ops; re-exported here 
     forward_backward_occlusion,
     standardize_feature_pair,
     upcast_half,
+)
+from mcjepa.train.levels import (  # re-exported (mcjepa.train.losses API)
+    PAPER_REG_WEIGHTS,
+    PAPER_VC_COV_WEIGHTS,
+    PAPER_VC_VAR_WEIGHTS,
 )
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""Shared plumbing: atomic writes, devices, threads, progress, the config coercer, image files."""
