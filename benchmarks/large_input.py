@@ -52,7 +52,7 @@ def _pair(size: tuple[int, int], gap: int) -> tuple[torch.Tensor, torch.Tensor, 
 
     try:
         from mcjepa.data.video import require_opencv_sample_videos
-        from mcjepa.flow.video import open_sequence
+        from mcjepa.flow.sequences import open_sequence
 
         clip = next(p for p in require_opencv_sample_videos() if p.name == "vtest.avi")
         frames = []

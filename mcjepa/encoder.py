@@ -14,11 +14,20 @@ from torch import Tensor, nn
 
 from mcjepa.architecture import EncoderConfig
 
-__all__ = ["ConvNeXtPyramid", "IMAGENET_MEAN", "IMAGENET_STD", "MIN_INPUT_SIZE", "imagenet_normalize"]
+__all__ = [
+    "ConvNeXtPyramid",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MIN_INPUT_SIZE",
+    "NETWORK_STRIDE",
+    "imagenet_normalize",
+    "to_encoder_input",
+]
 
 IMAGENET_MEAN = IMAGENET_DEFAULT_MEAN
 IMAGENET_STD = IMAGENET_DEFAULT_STD
-MIN_INPUT_SIZE = 32  # the stride-32 level must hold at least one position
+NETWORK_STRIDE = 32  # the coarsest pyramid level's stride: inputs are padded to a multiple of it
+MIN_INPUT_SIZE = NETWORK_STRIDE  # the coarsest level must hold at least one position
 
 
 def imagenet_normalize(images: Tensor) -> Tensor:
@@ -26,6 +35,16 @@ def imagenet_normalize(images: Tensor) -> Tensor:
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images - mean) / std
+
+
+def to_encoder_input(images: Tensor) -> Tensor:
+    """Map ``(B, 3, H, W)`` (or ``(3, H, W)``) uint8 images, or floats in [0, 1], to ImageNet-normalised float32."""
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    return imagenet_normalize(x)
 
 
 class ConvNeXtPyramid(nn.Module):

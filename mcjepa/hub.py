@@ -1,10 +1,12 @@
-"""``torch.hub`` builders (re-exported by the repository's ``hubconf.py``).
+"""``torch.hub`` entry points (re-exported by the repository's ``hubconf.py``): thin wrappers of
+:func:`mcjepa.create_model`.
 
-All take ``pretrained`` and ``weights`` and load through :func:`mcjepa.release.load_model` (the one
-loader). ``mcjepa_convnext_t`` and ``mcjepa_convnext_t_flow`` are the paper's model: nothing trained
-is published for it, so ``pretrained=True`` raises an error and with neither the model is randomly
-initialised (one ``UserWarning`` says so). ``mcjepa_small`` loads the trained ``small`` model bundled
-with the package (:data:`mcjepa.release.DEFAULT_MODEL`) by default.
+The name says what comes back: ``<model>`` is the encoder (a 6-level feature pyramid),
+``<model>_flow`` the optical-flow model (encoder + flow head). All share one ``pretrained``
+default, ``None``: the model's trained weights when there are any, else a randomly initialised
+model with a ``UserWarning``. ``mcjepa_small`` / ``mcjepa_small_flow`` load the trained model
+bundled with the package (``mcjepa_small_real``); nothing trained is published for the paper's
+``mcjepa_convnext_t`` yet.
 """
 
 from __future__ import annotations
@@ -14,131 +16,86 @@ from typing import Any
 
 from mcjepa.encoder import ConvNeXtPyramid
 from mcjepa.model import MCJEPA
-from mcjepa.release import BUNDLED_SCHEME, DEFAULT_MODEL, UNTRAINED_MESSAGE, load_model
+from mcjepa.registry import create_model
 
-__all__ = ["mcjepa_convnext_t", "mcjepa_convnext_t_flow", "mcjepa_small"]
+__all__ = ["mcjepa_convnext_t", "mcjepa_convnext_t_flow", "mcjepa_small", "mcjepa_small_flow"]
+
+_ARGS = """
+    Args:
+        pretrained (bool, optional): ``None`` (default): the trained weights when there are any,
+            else random weights with a warning; ``True``: trained weights or an error; ``False``:
+            random weights.
+        weights (str or Path, optional): other weights of this architecture: a release folder or
+            ``.safetensors`` file, a manifest key, ``hf://org/repo[@revision]``, or an ``https://`` /
+            ``file://`` URL. Weights of another architecture raise a ``ValueError``.
+        **kwargs: passed to :func:`mcjepa.create_model`, e.g. ``map_location="cuda"``.
+"""
 
 
-def _untrained_warning(entry: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` for :func:`load_model` with the untrained-model warning on (a caller's own
-    ``warn_untrained=`` / ``untrained_message=`` win)."""
-    variant = kwargs.get("variant", "convnext_t")
-    return {
-        "warn_untrained": True,
-        "untrained_message": f"{entry}(): " + UNTRAINED_MESSAGE.format(variant=variant),
-        "warn_stacklevel": 2,
-        **kwargs,
-    }
+def _encoder(name: str, pretrained: bool | None, weights: Any, kwargs: dict[str, Any]) -> ConvNeXtPyramid:
+    kwargs.setdefault("warn_stacklevel", 3)
+    return create_model(name, pretrained, weights, components="encoder", **kwargs).encoder
+
+
+def _flow(name: str, pretrained: bool | None, weights: Any, kwargs: dict[str, Any]) -> MCJEPA:
+    kwargs.setdefault("warn_stacklevel", 3)
+    return create_model(name, pretrained, weights, components="flow", **kwargs)
 
 
 def mcjepa_convnext_t(
-    pretrained: bool = False, weights: str | os.PathLike | None = None, **kwargs: Any
+    pretrained: bool | None = None, weights: str | os.PathLike | None = None, **kwargs: Any
 ) -> ConvNeXtPyramid:
-    """MC-JEPA ConvNeXt-T encoder: a 6-level feature pyramid, in eval mode.
-
-    The encoder returns a list of 6 NCHW maps, fine to coarse, with strides (2, 4, 4, 8, 16, 32)
-    and channels (48, 48, 96, 192, 384, 768). Input: ImageNet-normalised ``(B, 3, H, W)`` float
-    images of any size >= 32 (see :func:`mcjepa.encoder.imagenet_normalize`).
-    ``encoder.forward_embedding(x)`` returns the pooled ``(B, 768)`` content feature.
-
-    Args:
-        pretrained (bool): load the published release of this model from the weights manifest.
-            No weights are published yet, so ``True`` raises an error saying what to do instead.
-            Not together with ``weights`` (that is an error, never a silent choice).
-        weights (str or Path, optional): weights to load instead: a manifest key, a local release
-            folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an ``https://`` /
-            ``file://`` URL. A release's own config.json sets the architecture. A bare
-            ``.safetensors`` file is checked only when its hash is given (``sha256=`` or
-            ``"FILE#sha256=<hex>"``); without one it loads with a warning.
-        **kwargs: passed to :func:`mcjepa.release.load_model`, e.g. ``map_location="cuda"`` or
-            ``variant="micro"`` (the architecture when no release config is given).
+    """The paper's ConvNeXt-T encoder, in eval mode: ImageNet-normalised ``(B, 3, H, W)`` images
+    (H, W >= 32) to 6 NCHW maps, fine to coarse, strides (2, 4, 4, 8, 16, 32), channels
+    (48, 48, 96, 192, 384, 768). ``encoder.forward_embedding(x)`` gives the pooled ``(B, 768)``
+    content feature. No trained weights are published: by default it is randomly initialised.
 
     Example::
 
-        >>> import torch
-        >>> encoder = torch.hub.load("path/to/mcjepa", "mcjepa_convnext_t", source="local")
-        >>> encoder = torch.hub.load("path/to/mcjepa", "mcjepa_convnext_t", source="local",
-        ...                          weights="runs/my_release")   # a folder from save_release
-        >>> feats = encoder(torch.randn(1, 3, 224, 224))
-        >>> [f.shape[1] for f in feats]
+        >>> encoder = torch.hub.load("path/to/mcjepa", "mcjepa_convnext_t", source="local", weights="runs/x/release")
+        >>> [f.shape[1] for f in encoder(torch.randn(1, 3, 224, 224))]
         [48, 48, 96, 192, 384, 768]
     """
-    model = load_model(
-        weights, pretrained=pretrained, components=("encoder",), **_untrained_warning("mcjepa_convnext_t", kwargs)
-    )
-    return model.encoder
+    return _encoder("mcjepa_convnext_t", pretrained, weights, kwargs)
 
 
-def mcjepa_convnext_t_flow(pretrained: bool = False, weights: str | os.PathLike | None = None, **kwargs: Any) -> MCJEPA:
-    """MC-JEPA optical flow model: ConvNeXt-T encoder + PWC-style flow head, in eval mode.
-
-    ``model(image1, image2)`` takes two ImageNet-normalised ``(B, 3, H, W)`` frames (H, W >= 32;
-    pad to a multiple of 32 for best results) and returns the flow from frame 1 to frame 2 as a
-    ``(B, 2, H, W)`` float tensor in pixels (channel 0 = u, +x right; 1 = v, +y down), the
-    torchvision RAFT convention: ``torchvision.utils.flow_to_image`` works on it. For uint8 or
-    [0, 1] images, numpy arrays and PIL images, with padding handled, use
-    ``mcjepa.flow.estimate(img1, img2, model=model)``.
-
-    Args:
-        pretrained (bool): load the published release of this model from the weights manifest.
-            No weights are published yet, so ``True`` raises an error saying what to do instead.
-            Not together with ``weights`` (that is an error, never a silent choice).
-        weights (str or Path, optional): weights to load instead: a manifest key, a local release
-            folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an ``https://`` /
-            ``file://`` URL. The release must hold the encoder and the flow head. A bare
-            ``.safetensors`` file is checked only when its hash is given (``sha256=`` or
-            ``"FILE#sha256=<hex>"``); without one it loads with a warning.
-        **kwargs: passed to :func:`mcjepa.release.load_model`, e.g. ``map_location="cuda"`` or
-            ``variant="convnext_t_c1"`` (the architecture when no release config is given).
-
-    Example::
-
-        >>> import torch
-        >>> model = torch.hub.load("path/to/mcjepa", "mcjepa_convnext_t_flow", source="local",
-        ...                        weights="hf://org/mcjepa-convnext-t")
-        >>> img1 = img2 = torch.randn(1, 3, 128, 160)
-        >>> with torch.no_grad():
-        ...     flow = model(img1, img2)
-        >>> flow.shape
-        torch.Size([1, 2, 128, 160])
+def mcjepa_convnext_t_flow(
+    pretrained: bool | None = None, weights: str | os.PathLike | None = None, **kwargs: Any
+) -> MCJEPA:
+    """The paper's optical-flow model (ConvNeXt-T encoder + PWC-style flow head), in eval mode.
+    ``model(image1, image2)`` takes ImageNet-normalised ``(B, 3, H, W)`` frames and returns the
+    flow from frame 1 to frame 2, ``(B, 2, H, W)`` in pixels (u right, v down; torchvision's RAFT
+    convention). ``mcjepa.flow.estimate(img1, img2, model=model)`` takes uint8 / [0, 1] images of
+    any size. No trained weights are published: by default it is randomly initialised.
     """
-    kwargs = _untrained_warning("mcjepa_convnext_t_flow", kwargs)
-    return load_model(weights, pretrained=pretrained, components=("encoder", "flow_head"), **kwargs)
+    return _flow("mcjepa_convnext_t", pretrained, weights, kwargs)
 
 
-def mcjepa_small(pretrained: bool | None = None, weights: str | os.PathLike | None = None, **kwargs: Any) -> MCJEPA:
-    """MC-JEPA ``small`` optical flow model (encoder + flow head), trained, bundled with the package; eval mode.
+def mcjepa_small(
+    pretrained: bool | None = None, weights: str | os.PathLike | None = None, **kwargs: Any
+) -> ConvNeXtPyramid:
+    """The CPU-sized ``small`` encoder (not the paper's model), trained: by default the weights
+    bundled with the package (``mcjepa_small_real``). 6 maps, fine to coarse, strides
+    (2, 4, 4, 8, 16, 32), channels (16, 16, 24, 32, 48, 64); pooled embedding: 64 channels.
+    """
+    return _encoder("mcjepa_small", pretrained, weights, kwargs)
 
-    A CPU-sized variant (not the paper's model; :func:`mcjepa.architecture.small`): by default it loads
-    the release bundled inside the package, ``mcjepa_small_real`` (sha256-checked, offline), the
-    model ``mcjepa.flow.load()`` uses. ``model.weights_description`` says what it was trained on.
-    ``model(image1, image2)`` takes ImageNet-normalised ``(B, 3, H, W)`` frames (H, W >= 32) and
-    returns ``(B, 2, H, W)`` flow in pixels; ``model.encoder`` gives the feature pyramid. For uint8
-    or [0, 1] images with padding handled, use ``mcjepa.flow.estimate(img1, img2, model=model)``.
 
-    Args:
-        pretrained (bool): load the bundled trained release (the default when ``weights`` is not
-            given); ``False`` gives a randomly initialised ``small`` model, with a warning. Not
-            together with ``weights``.
-        weights (str or Path, optional): other weights to load instead: a manifest key, a local
-            release folder or ``.safetensors`` file, ``hf://org/repo[@revision]``, or an
-            ``https://`` / ``file://`` URL.
-        **kwargs: passed to :func:`mcjepa.release.load_model`, e.g. ``map_location="cuda"``.
+def mcjepa_small_flow(
+    pretrained: bool | None = None, weights: str | os.PathLike | None = None, **kwargs: Any
+) -> MCJEPA:
+    """The CPU-sized ``small`` optical-flow model (not the paper's model), trained: by default the
+    weights bundled with the package (``mcjepa_small_real``), the model ``mcjepa.flow.load()``
+    uses. Input and output as :func:`mcjepa_convnext_t_flow`.
 
     Example::
 
-        >>> import torch
-        >>> model = torch.hub.load("path/to/mcjepa", "mcjepa_small", source="local")
+        >>> model = torch.hub.load("path/to/mcjepa", "mcjepa_small_flow", source="local")
         >>> model.release_name
         'mcjepa_small_real'
-        >>> with torch.no_grad():
-        ...     flow = model(torch.randn(1, 3, 128, 160), torch.randn(1, 3, 128, 160))
-        >>> flow.shape
-        torch.Size([1, 2, 128, 160])
     """
-    if pretrained is None:
-        pretrained = weights is None
-    if pretrained and weights is None:
-        weights, pretrained = f"{BUNDLED_SCHEME}{DEFAULT_MODEL}", False
-    kwargs = _untrained_warning("mcjepa_small", {"variant": "small", **kwargs})
-    return load_model(weights, pretrained=pretrained, components=("encoder", "flow_head"), **kwargs)
+    return _flow("mcjepa_small", pretrained, weights, kwargs)
+
+
+for _entry in (mcjepa_convnext_t, mcjepa_convnext_t_flow, mcjepa_small, mcjepa_small_flow):
+    _entry.__doc__ = (_entry.__doc__ or "").rstrip() + "\n" + _ARGS

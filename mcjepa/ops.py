@@ -24,9 +24,21 @@ __all__ = [
     "forward_backward_occlusion",
     "local_correlation",
     "normalize_feature_pair",
+    "pad_to_multiple",
     "standardize_feature_pair",
     "upsample_flow",
 ]
+
+
+def pad_to_multiple(x: Tensor, multiple: int, mode: str = "replicate") -> tuple[Tensor, tuple[int, int]]:
+    """Pad ``(..., H, W)`` on the bottom and right up to multiples of ``multiple``; return
+    ``(padded, (H, W))``. Flow values need no shift (the top-left corner stays); crop results back
+    with ``y[..., :H, :W]``. Nothing is resized."""
+    h, w = x.shape[-2], x.shape[-1]
+    pad_h, pad_w = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple  # traceable
+    if not (pad_h or pad_w) and isinstance(pad_h, int) and not torch.jit.is_tracing():
+        return x, (h, w)  # nothing to pad (a traced graph keeps the pad: its input size is dynamic)
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (h, w)
 
 
 def _check_flow_pair(x: Tensor, flow: Tensor) -> None:

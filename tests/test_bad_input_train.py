@@ -448,7 +448,7 @@ def test_16bit_png_is_scaled_not_clipped(tmp_path, reader):
 
 
 def test_float_images_are_refused_as_frames():
-    from mcjepa.utils.image_files import to_rgb
+    from mcjepa.utils.media import to_rgb
 
     with pytest.raises(ValueError, match="floating-point image"):
         to_rgb(Image.fromarray(np.full((8, 8), 0.5, np.float32)), "f.tif")

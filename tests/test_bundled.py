@@ -1,5 +1,5 @@
 """Bundled releases: ``python -m mcjepa.cli.bundle``, loading by name offline, sha256 checks, and the
-default model of ``flow.load()``, ``mcjepa-flow`` and the ``mcjepa_small`` hub entry (offline, CPU).
+default model of ``flow.load()``, ``mcjepa-flow`` and ``mcjepa.create_model`` (offline, CPU).
 
 The bundled root and the manifest are a temporary micro release (``MCJEPA_BUNDLED_DIR``,
 ``MCJEPA_MANIFEST``), so these tests do not depend on the real trained model; the last test checks
@@ -251,15 +251,21 @@ def test_mcjepa_flow_names_the_model(bundled, tmp_path, capsys):
     assert f"model: {DEFAULT_MODEL} (bundled, trained on test pairs)" in out and "UNTRAINED" not in out
 
 
-def test_hub_mcjepa_small(bundled, original):
-    model = torch.hub.load(REPO_DIR, "mcjepa_small", source="local")
+def test_registry_loads_the_bundled_release(bundled, original):
+    import mcjepa
+
+    _same_flow(mcjepa.create_model(DEFAULT_MODEL), original)
+    model = mcjepa.create_model("mcjepa_micro")  # the architecture's default weights: this bundled release
     _same_flow(model, original)
-    assert model.release_name == DEFAULT_MODEL
-    with pytest.warns(UserWarning, match="mcjepa_small\\(\\): .*randomly initialised"):
-        random = torch.hub.load(REPO_DIR, "mcjepa_small", source="local", pretrained=False)
-    assert random.config.name == "mcjepa_small" and random.release_name is None
-    with pytest.raises(ValueError, match="both name weights to load"):
-        torch.hub.load(REPO_DIR, "mcjepa_small", source="local", pretrained=True, weights=DEFAULT_MODEL)
+    assert model.release_name == DEFAULT_MODEL and mcjepa.list_models(pretrained=True) == [
+        "mcjepa_micro",
+        DEFAULT_MODEL,
+    ]
+    with pytest.warns(UserWarning, match="mcjepa_micro: .*randomly initialised"):
+        random = mcjepa.create_model("mcjepa_micro", pretrained=False)
+    assert random.config.name == "mcjepa_micro" and random.release_name is None
+    with pytest.raises(ValueError, match="not both"):
+        mcjepa.create_model("mcjepa_micro", pretrained=True, weights=DEFAULT_MODEL)
 
 
 def test_weights_table_lists_bundled_releases(bundled):

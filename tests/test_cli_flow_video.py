@@ -15,6 +15,7 @@ from PIL import Image
 from mcjepa import flow
 from mcjepa.cli.flow import main
 from mcjepa.data.synthetic import render_image
+from mcjepa.flow import sequences
 from mcjepa.flow import video as video_flow
 from mcjepa.ops import upsample_flow
 
@@ -174,7 +175,7 @@ def test_max_size_with_the_real_model_matches_manual_resize(patched_load):
 
 
 def test_at_most_batch_plus_one_frames_in_memory(model):
-    class Counting(video_flow.FrameSequence):
+    class Counting(sequences.FrameSequence):
         def __init__(self, n):
             self.path, self.height, self.width, self.num_frames, self.fps = "fake", 32, 32, None, None
             self.n, self.produced, self.alive = n, 0, weakref.WeakSet()
@@ -288,7 +289,7 @@ def test_bad_sequence_input_is_a_clear_one_line_error(tmp_path, capsys, patched_
 
 
 def test_short_video_without_frame_count_is_refused_after_decoding(model):
-    class Short(video_flow.FrameSequence):
+    class Short(sequences.FrameSequence):
         path, height, width, num_frames, fps = "short", 32, 32, None, None
 
         def frames(self):
@@ -364,7 +365,7 @@ def _truncated_avi(tmp_path, n=8, keep=0.6):
 
 def test_truncated_video_warns_and_fails_when_frames_were_asked_for(tmp_path, capsys, patched_load):
     cut = _truncated_avi(tmp_path)
-    sequence = video_flow.open_sequence(cut)
+    sequence = sequences.open_sequence(cut)
     read = sum(1 for _ in sequence.frames())
     assert sequence.num_frames == 8 and 2 < read < 8  # the container still says 8
     # no --end: the pairs that exist are written, with a warning naming expected and read counts

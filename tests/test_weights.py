@@ -423,21 +423,17 @@ def test_resolve_does_not_read_unrequested_files(release, tmp_path):
 
 def _entry_points():
     from mcjepa import flow
-    from mcjepa.eval.common import load_for_eval
-    from mcjepa.hub import mcjepa_convnext_t, mcjepa_convnext_t_flow
+    from mcjepa.registry import create_model
 
     return {
         "load_model": lambda w: load_model(w, variant="micro", warn_untrained=True),
         "flow.load": lambda w: flow.load("random" if w is None else w, variant="micro"),  # random on request
-        "load_for_eval": lambda w: load_for_eval(w, "micro"),
-        "mcjepa_convnext_t": lambda w: mcjepa_convnext_t(weights=w, variant="micro"),
-        "mcjepa_convnext_t_flow": lambda w: mcjepa_convnext_t_flow(weights=w, variant="micro"),
+        "create_model": lambda w: create_model("mcjepa_micro", weights=w),
+        "create_model encoder": lambda w: create_model("mcjepa_micro", weights=w, components="encoder"),
     }
 
 
-@pytest.mark.parametrize(
-    "entry", ["load_model", "flow.load", "load_for_eval", "mcjepa_convnext_t", "mcjepa_convnext_t_flow"]
-)
+@pytest.mark.parametrize("entry", ["load_model", "flow.load", "create_model", "create_model encoder"])
 def test_untrained_warning_once_per_entry_point_and_never_with_weights(entry, release):
     """Every loader goes through load_model: exactly one untrained UserWarning without weights
     (pointing at the caller's file), none with weights."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mcjepa.architecture import ModelConfig
+from mcjepa.cli.common import parse_args
 from mcjepa.model import MCJEPA
 from mcjepa.release.bundled import DEFAULT_MODEL, check_bundled_name, packaged_bundled_root
 from mcjepa.release.errors import ManifestError, WeightsError, WeightsIntegrityError
@@ -198,10 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return the exit status (0 ok, 2 bad input)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         metrics: dict[str, float] = {}
         for path in args.metrics_json:

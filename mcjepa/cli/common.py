@@ -22,6 +22,7 @@ __all__ = [
     "add_threads_argument",
     "apply_threads",
     "line_buffered_stdout",
+    "parse_args",
 ]
 
 THREADS_HELP = (
@@ -49,3 +50,13 @@ def apply_threads(args: argparse.Namespace) -> str:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     count, source = set_threads(args.threads)
     return f"{count} CPU thread{'s' * (count != 1)} ({source})"
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """``parser.parse_args(argv)``, or the exit status argparse chose (0 after ``--help``, 2 after a
+    usage error it has already explained) instead of raising ``SystemExit``: every command's
+    ``main`` returns its status."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)

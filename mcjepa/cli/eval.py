@@ -17,6 +17,7 @@ import sys
 import torch
 
 from mcjepa.cli import eval_davis, eval_flow, eval_probe, eval_real_pairs, eval_segmentation
+from mcjepa.cli.common import parse_args
 from mcjepa.cli.eval_models import PROG, model_info
 
 __all__ = ["PROTOCOLS", "build_parser", "main"]
@@ -67,11 +68,9 @@ def _fail(msg: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; return the exit status (0 ok, 2 bad usage, missing data or missing extra)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2): argparse already printed why
-        return int(exc.code or 0)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     from mcjepa.cli.common import apply_threads, line_buffered_stdout
     from mcjepa.eval.report import write_json
     from mcjepa.utils.devices import resolve_device

@@ -74,14 +74,13 @@ def model_label(args: argparse.Namespace) -> str:
 
 def load_eval_model(args: argparse.Namespace, components: tuple[str, ...], device: torch.device) -> MCJEPA:
     """Return the model the options name, in eval mode on ``device``, with ``components``
-    (:func:`mcjepa.eval.common.load_for_eval`): with no ``--weights`` / ``--pretrained`` the
+    (:func:`mcjepa.release.load_model`): with no ``--weights`` / ``--pretrained`` the
     trained model bundled with mcjepa; ``--weights random`` a random init, and a note says so.
 
     Only the "was NOT verified" warning of an unhashed weights file is shown; the loader's other
     UserWarnings (the random-init one) are replaced by that note.
     """
-    from mcjepa.eval.common import load_for_eval
-    from mcjepa.release import BUNDLED_SCHEME, DEFAULT_MODEL
+    from mcjepa.release import BUNDLED_SCHEME, DEFAULT_MODEL, load_model
 
     if args.weights == RANDOM_WEIGHTS and args.pretrained:
         raise ValueError("--weights random and --pretrained contradict each other: give one of them")
@@ -97,8 +96,13 @@ def load_eval_model(args: argparse.Namespace, components: tuple[str, ...], devic
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         warnings.filterwarnings("default", message=".* was NOT verified")  # an unhashed weights file shows
-        model = load_for_eval(None if weights == RANDOM_WEIGHTS else weights, variant, args.pretrained,
-                              components, device)  # fmt: skip
+        model = load_model(
+            None if weights == RANDOM_WEIGHTS else weights,
+            pretrained=args.pretrained,
+            variant=variant,
+            components=components,
+            map_location=device,
+        )
     if not has_weights(args):
         print(f"note: --weights random: evaluating a randomly initialised {variant!r} (a reference, not a result)")
     else:

@@ -7,7 +7,14 @@ import argparse
 import json
 import sys
 
-from mcjepa.cli.common import NO_WEIGHTS_RULE, RANDOM_WEIGHTS, add_threads_argument, apply_threads, line_buffered_stdout
+from mcjepa.cli.common import (
+    NO_WEIGHTS_RULE,
+    RANDOM_WEIGHTS,
+    add_threads_argument,
+    apply_threads,
+    line_buffered_stdout,
+    parse_args,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -59,13 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license", default="MIT", help="license of the weights (default MIT)")
     p.add_argument(
         "--update-manifest",
-        "--manifest",  # the old spelling, kept for scripts
         dest="update_manifest",
         default=None,
         metavar="PATH",
         help="also merge the entry into this manifest under --name (default: no manifest is changed)",
     )
-    p.add_argument("--no-manifest", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
     p.add_argument("--force", action="store_true", help="replace a published manifest entry of the same name")
     onnx = p.add_argument_group("ONNX export (instead of a release)")
     onnx.add_argument("--onnx", metavar="FILE", help="write the flow model (encoder + flow head) as ONNX to FILE")
@@ -144,19 +149,15 @@ def _main_onnx(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; return the exit status (0 ok, 1 the ONNX check failed, 2 bad usage or input)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     line_buffered_stdout()
     if args.onnx:
         return _main_onnx(args)
     missing = [n for n, v in (("SOURCE", args.source), ("--out", args.out)) if v is None]
     if missing:
         print(f"mcjepa-export: error: {' and '.join(missing)} required (or --onnx FILE)", file=sys.stderr)
-        return 2
-    if args.no_manifest and args.update_manifest:
-        print("mcjepa-export: error: --no-manifest contradicts --update-manifest", file=sys.stderr)
         return 2
     from mcjepa.release.export import ExportError, export_release
 

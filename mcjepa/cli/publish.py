@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from mcjepa.cli.common import parse_args
+
 __all__ = ["build_parser", "main"]
 
 _EPILOG = """\
@@ -38,10 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; return the exit status (0 ok, 1 upload failed, 2 bad usage or input)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     from huggingface_hub.errors import HfHubHTTPError
 
     from mcjepa.release.publish import PublishError, publish_release

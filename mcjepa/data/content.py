@@ -17,11 +17,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from mcjepa.data.samplers import sample_rng
-from mcjepa.utils.image_files import read_rgb, to_rgb
+from mcjepa.data.samplers import EpochSeeded
+from mcjepa.utils.media import IMAGE_EXTENSIONS, is_image_file, read_rgb, to_rgb
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "vicreg_transforms", "ImageFiles", "TwoViewDataset", "ContentDataset"]
 
@@ -84,7 +83,7 @@ def _as_rgb(image, where: str):
     raise TypeError(f"{where}: expected a PIL image or an image tensor, got {type(image).__name__}")
 
 
-class TwoViewDataset(Dataset):
+class TwoViewDataset(EpochSeeded):
     """Wrap a dataset of images; item ``i`` is ``(view1, view2)`` float tensors (3, size, size).
 
     ``base[i]`` may be an image (PIL or (C, H, W) tensor, uint8 or float in [0, 1]) or a tuple/list
@@ -101,23 +100,15 @@ class TwoViewDataset(Dataset):
         seed: int | None = None,
         transforms: tuple | None = None,
     ) -> None:
-        self.base = base
+        super().__init__(base, seed)
         self.transforms = transforms if transforms is not None else vicreg_transforms(size, scale)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch used to seed augmentations when ``seed`` is set."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         item = self.base[index]
         if isinstance(item, (tuple, list)):
             item = item[0]
         image = _as_rgb(item, f"{type(self.base).__name__}[{index}]")
-        with sample_rng(self.seed, self.epoch, index):
+        with self.rng(index):
             return self.transforms[0](image), self.transforms[1](image)
 
 
@@ -133,10 +124,10 @@ class ImageFiles(Dataset):
         files = []
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
             dirnames.sort()
-            files += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(IMG_EXTENSIONS)]
+            files += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f)]
         if not files:
             raise FileNotFoundError(
-                f"no images found under {self.root} (looked for {', '.join(IMG_EXTENSIONS)} at any depth)"
+                f"no images found under {self.root} (looked for {', '.join(IMAGE_EXTENSIONS)} at any depth)"
             )
         self.files = files
 

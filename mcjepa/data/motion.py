@@ -32,9 +32,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from mcjepa.data.samplers import sample_rng
+from mcjepa.data.samplers import EpochSeeded
 from mcjepa.data.synthetic import MOTION_PRESETS
-from mcjepa.utils.image_files import read_rgb, to_rgb
+from mcjepa.utils.media import read_rgb, to_rgb
 
 __all__ = ["LAYOUTS", "MotionPairs", "TorchvisionFramePairs", "Kitti2012FramePairs", "build_motion_datasets"]
 
@@ -73,7 +73,7 @@ def _to_float_image(img: Any, where: str) -> Tensor:
     return img.float()
 
 
-class MotionPairs(Dataset):
+class MotionPairs(EpochSeeded):
     """Wrap a dataset of frame pairs; item ``i`` is ``(frame1, frame2)`` float32 (3, h, w) in [0, 1].
 
     ``source[i]`` must start with two images (PIL, uint8 or [0, 1] float (3, H, W) tensors) of equal
@@ -102,17 +102,11 @@ class MotionPairs(Dataset):
             raise ValueError(f"{name}: crop must be two positive integers (height, width), got {crop}")
         if int(repeat) != repeat or repeat < 1:
             raise ValueError(f"{name}: repeat must be an integer >= 1, got {repeat}")
-        self.base, self.name, self.flip, self.seed = source, name, bool(flip), seed
+        super().__init__(source, seed)
+        self.name, self.flip = name, bool(flip)
         self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
-        self.repeat, self.epoch = int(repeat), 0
+        self.repeat = int(repeat)
         self.static_fraction = float(static_fraction)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch used to seed crops and flips when ``seed`` is set."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         item = self.base[index]
@@ -120,7 +114,7 @@ class MotionPairs(Dataset):
         a, b = _to_float_image(item[0], where), _to_float_image(item[1], where)
         if a.shape != b.shape:
             raise ValueError(f"{where}: the two frames differ in size: {tuple(a.shape)} vs {tuple(b.shape)}")
-        with sample_rng(self.seed, self.epoch, index):
+        with self.rng(index):
             if self.static_fraction and torch.rand(()) < self.static_fraction:
                 b = a  # a still pair: drawn only when asked for, so other runs' random streams stay as they were
             if self.crop is not None:

@@ -27,12 +27,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from mcjepa.data.synthetic import SceneMotion, SyntheticFlowDataset
+from mcjepa.data.synthetic import SyntheticFlowDataset
 from mcjepa.data.video import OPENCV_SAMPLE_DIR as OPENCV_DOC_DATA  # Debian/Ubuntu: apt-get install opencv-doc
+from mcjepa.utils.media import IMAGE_EXTENSIONS, is_image_file
 
 __all__ = [
     "BUNDLED_PHOTOS",
@@ -45,7 +47,6 @@ __all__ = [
 ]
 
 BUNDLED_PHOTOS = Path(__file__).resolve().parent.parent / "assets" / "photos"
-_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 # opencv-doc files that are not photographs (logos, calibration boards, text, masks, plots)
 _NOT_PHOTOS = re.compile(
     r"(logo|chessboard|^left\d|^right\d|digits|text|sudoku|alphabet|mask|gradient|notes|^ml\.|"
@@ -157,14 +158,14 @@ def _load_photo(path: str) -> np.ndarray:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in _EXTENSIONS and p.is_file())
+    return sorted(p for p in folder.rglob("*") if is_image_file(p) and p.is_file())
 
 
 def installed_photo_files() -> list[Path]:
     """Photos from the optional real-data extras that are installed, minus the bundled five."""
     files: list[Path] = []
     if OPENCV_DOC_DATA.is_dir():
-        files += [p for p in sorted(OPENCV_DOC_DATA.iterdir()) if p.suffix.lower() in _EXTENSIONS]
+        files += [p for p in sorted(OPENCV_DOC_DATA.iterdir()) if is_image_file(p)]
     try:
         import skimage.data
 
@@ -174,7 +175,7 @@ def installed_photo_files() -> list[Path]:
     bundled = {p.stem for p in _images_in(BUNDLED_PHOTOS)} | {"ihc", "chelsea", "coffee", "astronaut", "rocket"}
     out = []
     for p in files:
-        if p.suffix.lower() not in _EXTENSIONS or p.stem in bundled or _NOT_PHOTOS.search(p.name):
+        if not is_image_file(p) or p.stem in bundled or _NOT_PHOTOS.search(p.name):
             continue
         try:
             with Image.open(p) as im:
@@ -210,7 +211,7 @@ def photo_files(photos: str | os.PathLike | Sequence[str | os.PathLike] = "bundl
         raise FileNotFoundError(f"photos: expected 'bundled', 'installed', a folder or an image file, got {photos!r}")
     files = _images_in(path)
     if not files:
-        raise FileNotFoundError(f"photos: no images ({', '.join(_EXTENSIONS)}) under {path}")
+        raise FileNotFoundError(f"photos: no images ({', '.join(IMAGE_EXTENSIONS)}) under {path}")
     return files
 
 
@@ -219,18 +220,16 @@ class RealTextureFlowDataset(SyntheticFlowDataset):
 
     Same items as :class:`mcjepa.data.synthetic.SyntheticFlowDataset` (``image1``, ``image2``
     float32 (3, H, W) in [0, 1], ``flow`` (2, H, W) pixels, ``occlusion`` (1, H, W) bool), and
-    deterministic given ``seed`` and the photo files.
+    deterministic given ``seed`` and the photo files. ``photos``: see :func:`photo_files`; the
+    other arguments (``size``, ``seed``, ``max_motion``, ``num_shapes``, ``motion``) are
+    :class:`~mcjepa.data.synthetic.SyntheticFlowDataset`'s, with its defaults.
     """
 
     def __init__(
         self,
         num_pairs: int,
-        size: tuple[int, int] = (128, 128),
-        seed: int = 0,
-        max_motion: float | None = None,
-        num_shapes: tuple[int, int] = (2, 5),
-        motion: str | SceneMotion = "rich",
+        *args: Any,
         photos: str | os.PathLike | Sequence[str | os.PathLike] = "bundled",
+        **kwargs: Any,
     ) -> None:
-        textures = PhotoTextures(photo_files(photos))
-        super().__init__(num_pairs, size, seed, max_motion, num_shapes, motion, textures=textures)
+        super().__init__(num_pairs, *args, textures=PhotoTextures(photo_files(photos)), **kwargs)

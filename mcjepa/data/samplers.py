@@ -22,9 +22,16 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
-__all__ = ["ResumableDistributedSampler", "GroupedBatchSampler", "sample_rng", "sample_seed", "seeded_rngs"]
+__all__ = [
+    "EpochSeeded",
+    "GroupedBatchSampler",
+    "ResumableDistributedSampler",
+    "sample_rng",
+    "sample_seed",
+    "seeded_rngs",
+]
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -215,3 +222,24 @@ def sample_rng(seed: int | None, epoch: int, index: int) -> Iterator[None]:
         return
     with seeded_rngs(sample_seed(int(seed), 0, int(epoch), int(index))):
         yield
+
+
+class EpochSeeded(Dataset):
+    """A view of ``base`` (same length) whose item ``i`` is drawn under :func:`sample_rng` of
+    ``(seed, epoch, i)``: with ``seed`` set, an item's random choices depend only on those three
+    (exact resume); with ``seed=None`` the ambient RNG is used. Subclasses draw inside
+    ``with self.rng(index):``."""
+
+    def __init__(self, base: Dataset, seed: int | None) -> None:
+        self.base, self.seed, self.epoch = base, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch that seeds the random choices when ``seed`` is set."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def rng(self, index: int) -> contextlib.AbstractContextManager[None]:
+        """The seeded-RNG block of item ``index`` (:func:`sample_rng`)."""
+        return sample_rng(self.seed, self.epoch, index)

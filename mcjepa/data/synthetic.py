@@ -3,12 +3,9 @@
 Every scene is a stack of layers in depth order: a background filling the frame, then 2-5
 shapes (discs, ellipses, rotated rectangles), each with its own procedural texture (a sum of
 random coloured sinusoids). Between the two frames the background moves under a camera
-homography (translation, rotation, zoom, perspective) and every shape under its own similarity
-(translation, rotation and scale about its centre); frame 2's brightness changes. How much is a
-:class:`SceneMotion` (presets: :func:`scene_motion`; ``"translation"`` keeps the original
-translation-only set). Both frames are rendered by evaluating the textures at the exact
-continuous layer coordinates, so sub-pixel motion introduces no resampling blur, and the
-ground truth follows from the geometry:
+homography and every shape under its own similarity; frame 2's brightness changes (how much:
+:mod:`mcjepa.data.scene_motion`). Both frames are rendered by evaluating the textures at exact
+continuous layer coordinates (no resampling blur), and the ground truth follows from the geometry:
 
 * ``flow`` (2, H, W), pixels, forward (frame 1 -> frame 2): where the top layer's point at each
   frame-1 pixel is in frame 2, minus that pixel, so ``mcjepa.ops.backward_warp(image2, flow) ~
@@ -17,17 +14,13 @@ ground truth follows from the geometry:
 * ``occlusion`` (1, H, W), bool: True where the frame-1 pixel is not visible in frame 2, because
   a layer above it covers its new position or because it left the frame.
 
-Everything is deterministic given the seed (numpy ``default_rng``) and vectorised: a 128x128 pair
-takes about 10 ms on a CPU. The ground truth is for evaluation only; training uses the
-images.
-
-Size: about 600 lines in one module on purpose: the scene geometry (layers, shapes, camera), its
-renderer and the datasets built on it share private types that no other module should see.
+Everything is deterministic given the seed (numpy ``default_rng``) and vectorised. The ground
+truth is for evaluation only; training uses the images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -35,6 +28,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+
+from mcjepa.data.scene_motion import (  # re-exported
+    MOTION_PRESETS,
+    SceneMotion,
+    camera_homography,
+    random_brightness,
+    random_similarity,
+    scene_motion,
+    translate,
+)
 
 __all__ = [
     "EXAMPLE_SEED",
@@ -167,111 +170,6 @@ def _random_texture(rng: np.random.Generator) -> _Texture:
 
 
 @dataclass(frozen=True)
-class SceneMotion:
-    """How the layers of a synthetic scene move between the two frames (all maxima; each scene
-    draws its values uniformly, signs included).
-
-    Attributes:
-        translation: largest translation of a foreground shape, pixels (uniform in the disc).
-        rotation_deg: largest rotation of a shape about its own centre, degrees.
-        scale: largest relative size change of a shape: the factor is log-uniform in
-            ``[1 / (1 + scale), 1 + scale]``.
-        camera_translation: largest translation of the background (the camera), pixels.
-        camera_rotation_deg, camera_scale: rotation and zoom of the background about the image
-            centre.
-        camera_perspective: projective part of the background's homography: the homogeneous
-            weight changes by up to this fraction at the image border (0 = affine camera).
-        brightness: frame 2's colours become ``gain * c + bias`` with a global gain in
-            ``[1 - b, 1 + b]`` (plus up to ``b / 4`` per channel) and a bias in ``[-b / 2, b / 2]``;
-            the flow is unchanged, so brightness constancy no longer holds exactly.
-    """
-
-    translation: float = 4.0
-    rotation_deg: float = 0.0
-    scale: float = 0.0
-    camera_translation: float = 4.0
-    camera_rotation_deg: float = 0.0
-    camera_scale: float = 0.0
-    camera_perspective: float = 0.0
-    brightness: float = 0.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"SceneMotion.{f.name} must be a finite number >= 0, got {value!r}")
-        if self.brightness >= 1 or self.camera_perspective >= 0.5 or self.scale >= 1 or self.camera_scale >= 1:
-            raise ValueError("SceneMotion: brightness, scale and camera_scale must be < 1, camera_perspective < 0.5")
-
-
-MOTION_PRESETS = ("rich", "translation")
-
-
-def scene_motion(
-    preset: str = "rich", size: tuple[int, int] = (128, 128), max_motion: float | None = None
-) -> SceneMotion:
-    """Return a preset :class:`SceneMotion` for frames of ``size = (H, W)``.
-
-    * ``"rich"`` (the default everywhere): what real footage has. Shapes translate by up to 16%
-      of the shorter image side (15 px at 96x128, 41 px at 256x512), rotate by up to 15 degrees
-      and scale by up to 12%; the camera translates by up to 10% of the shorter side, rotates by
-      up to 4 degrees, zooms by up to 5% and tilts (homography, 2%); frame 2's brightness changes
-      by up to 10%. Motion grows with the image, as it does when footage is filmed at a higher
-      resolution, so the coarse pyramid levels matter at every size (for scale: FlyingChairs'
-      mean motion is about 3% of its shorter side, KITTI's largest reach 40%).
-    * ``"translation"``: the original easy set: every layer, background included, translates
-      by up to 4 px; nothing else changes between the frames.
-
-    ``max_motion`` (pixels) replaces the largest shape translation; the camera's becomes 5/8 of
-    it in the rich preset and equal to it in the translation preset.
-    """
-    if preset not in MOTION_PRESETS:
-        raise ValueError(f"motion must be one of {MOTION_PRESETS} or a SceneMotion, got {preset!r}")
-    if max_motion is not None and not (np.isfinite(max_motion) and max_motion >= 0):
-        raise ValueError(f"max_motion must be a finite number of pixels >= 0, got {max_motion!r}")
-    if preset == "translation":
-        m = 4.0 if max_motion is None else float(max_motion)
-        return SceneMotion(translation=m, camera_translation=m)
-    short = float(min(size))
-    m = 0.16 * short if max_motion is None else float(max_motion)
-    return SceneMotion(
-        translation=m,
-        rotation_deg=15.0,
-        scale=0.12,
-        camera_translation=0.625 * m,
-        camera_rotation_deg=4.0,
-        camera_scale=0.05,
-        camera_perspective=0.02,
-        brightness=0.1,
-    )
-
-
-def _random_translation(rng: np.random.Generator, max_motion: float) -> np.ndarray:
-    """Uniform in the disc of radius ``max_motion`` pixels."""
-    radius = max_motion * np.sqrt(rng.uniform())
-    angle = rng.uniform(0.0, 2 * np.pi)
-    return np.array([radius * np.cos(angle), radius * np.sin(angle)])
-
-
-def _similarity(angle_deg: float, log_scale: float, translation: np.ndarray) -> np.ndarray:
-    """3x3 matrix of ``x -> s R x + t``."""
-    a, sc = np.deg2rad(angle_deg), np.exp(log_scale)
-    c, s = sc * np.cos(a), sc * np.sin(a)
-    return np.array([[c, -s, translation[0]], [s, c, translation[1]], [0.0, 0.0, 1.0]])
-
-
-def _translate(t: np.ndarray) -> np.ndarray:
-    return _similarity(0.0, 0.0, t)
-
-
-def _random_similarity(rng: np.random.Generator, max_t: float, max_deg: float, max_scale: float) -> np.ndarray:
-    translation = _random_translation(rng, max_t)
-    angle = rng.uniform(-max_deg, max_deg) if max_deg > 0 else 0.0
-    log_s = rng.uniform(-np.log1p(max_scale), np.log1p(max_scale)) if max_scale > 0 else 0.0
-    return _similarity(angle, log_s, translation)
-
-
-@dataclass(frozen=True)
 class _Layer:
     """A textured layer; ``to_frame[t]`` maps layer coordinates to frame-t pixels (3x3)."""
 
@@ -299,18 +197,6 @@ class _Layer:
         m = self.to_frame[1] @ np.linalg.inv(self.to_frame[0])
         w = m[2, 0] * px + m[2, 1] * py + m[2, 2]
         return (m[0, 0] * px + m[0, 1] * py + m[0, 2]) / w, (m[1, 0] * px + m[1, 1] * py + m[1, 2]) / w
-
-
-def _camera(rng: np.random.Generator, size: tuple[int, int], motion: SceneMotion) -> np.ndarray:
-    """The background's frame-2 homography about the image centre (frame 1 is the identity)."""
-    h, w = size
-    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
-    a = _random_similarity(rng, motion.camera_translation, motion.camera_rotation_deg, motion.camera_scale)
-    if motion.camera_perspective > 0:
-        p = motion.camera_perspective
-        a[2, 0] = rng.uniform(-p, p) / max(centre[0], 1.0)
-        a[2, 1] = rng.uniform(-p, p) / max(centre[1], 1.0)
-    return _translate(centre) @ a @ _translate(-centre)
 
 
 class Texture(Protocol):
@@ -345,25 +231,17 @@ def _random_scene(
     h, w = size
     identity = np.eye(3)
     textures = textures or _procedural
-    layers = [_Layer(textures(rng, size, None), (identity, _camera(rng, size, motion)))]
+    layers = [_Layer(textures(rng, size, None), (identity, camera_homography(rng, size, motion)))]
     for _ in range(int(rng.integers(num_shapes[0], num_shapes[1] + 1))):
         kind = _SHAPE_KINDS[int(rng.integers(len(_SHAPE_KINDS)))]
         r = float(rng.uniform(0.1, 0.3) * min(h, w))
         half_axes = (r, r) if kind == "disc" else (r, r * float(rng.uniform(0.4, 1.0)))
         shape = _Shape(kind=kind, half_axes=half_axes, angle=float(rng.uniform(0.0, np.pi)))
         centre = np.array([rng.uniform(0, w), rng.uniform(0, h)])
-        move = _random_similarity(rng, motion.translation, motion.rotation_deg, motion.scale)
+        move = random_similarity(rng, motion.translation, motion.rotation_deg, motion.scale)
         # frame 2: rotate and scale about the shape's centre, then translate
-        layers.append(_Layer(textures(rng, size, r), (_translate(centre), _translate(centre) @ move), shape))
+        layers.append(_Layer(textures(rng, size, r), (translate(centre), translate(centre) @ move), shape))
     return layers
-
-
-def _brightness(rng: np.random.Generator, b: float) -> tuple[np.ndarray, np.ndarray]:
-    if b <= 0:
-        return np.ones((3, 1, 1)), np.zeros((3, 1, 1))
-    gain = 1.0 + rng.uniform(-b, b) + rng.uniform(-b / 4, b / 4, 3)
-    bias = rng.uniform(-b / 2, b / 2)
-    return gain.reshape(3, 1, 1), np.full((3, 1, 1), bias)
 
 
 def _to_uint8(image: np.ndarray) -> Tensor:
@@ -434,7 +312,7 @@ def render_pair(
     spec = _resolve_motion(motion, (h, w), max_motion)
     rng = np.random.default_rng(seed)
     layers = _random_scene(rng, (h, w), num_shapes, spec, textures)
-    gain, bias = _brightness(rng, spec.brightness)
+    gain, bias = random_brightness(rng, spec.brightness)
     xs = np.arange(w, dtype=np.float64)
     ys = np.arange(h, dtype=np.float64)
     image1 = _render(layers, 0, xs, ys)
@@ -592,7 +470,7 @@ def render_shape_image(seed: int, label: int, size: tuple[int, int] = (64, 64)) 
     identity = np.eye(3)
     layers = [
         _Layer(_random_texture(rng), (identity, identity)),
-        _Layer(_random_texture(rng), (_translate(centre), _translate(centre)), shape),
+        _Layer(_random_texture(rng), (translate(centre), translate(centre)), shape),
     ]
     return _to_uint8(_render(layers, 0, np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)))
 

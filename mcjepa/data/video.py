@@ -24,9 +24,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from mcjepa.utils.image_files import to_rgb
+from mcjepa.utils.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_file, require_av, to_rgb
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -40,17 +39,8 @@ __all__ = [
     "FrameFolderPairs",
 ]
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".ts")
 OPENCV_SAMPLE_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
 OPENCV_SAMPLE_NAMES = ("vtest.avi", "tree.avi", "Megamind.avi")
-
-
-def _import_av():
-    try:
-        import av
-    except ImportError as e:
-        raise ImportError('decoding video files needs PyAV: pip install "mcjepa[video]" (or pip install av)') from e
-    return av
 
 
 def find_opencv_sample_videos(data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -107,7 +97,7 @@ class VideoInfo:
 
 def index_video(path: str | os.PathLike) -> VideoInfo:
     """Decode ``path`` once (first video stream) and return its :class:`VideoInfo`."""
-    av = _import_av()
+    av = require_av()
     path = Path(path)
     labels: list[int | None] = []
     h = w = 0
@@ -166,7 +156,7 @@ class VideoFramePairs(Dataset):
         cache_mb: float = 256,
     ) -> None:
         _check_opts(frame_step, max_pairs_per_video, resize_shorter)
-        _import_av()
+        require_av()
         self.frame_step, self.resize_shorter = int(frame_step), resize_shorter
         files = self._find(root)
         self.videos = [index_video(f) for f in files]
@@ -213,7 +203,7 @@ class VideoFramePairs(Dataset):
 
     def _decode(self, v: int, wanted: list[int]) -> dict[int, np.ndarray]:
         """Return frames ``wanted`` (display indices) of video ``v`` as (H, W, 3) uint8 arrays."""
-        info, av = self.videos[v], _import_av()
+        info, av = self.videos[v], require_av()
         out = {i: a for i in wanted if (a := self._cache.get((v, i))) is not None}
         if len(out) == len(wanted):
             return out
@@ -267,7 +257,7 @@ class FrameFolderPairs(Dataset):
         self.sequences: list[list[str]] = []
         for d, dirnames, fs in os.walk(self.root, followlinks=True):
             dirnames.sort()
-            frames = sorted(f for f in fs if f.lower().endswith(IMG_EXTENSIONS))
+            frames = sorted(f for f in fs if is_image_file(f))
             if len(frames) >= 2:
                 self.sequences.append([os.path.join(d, f) for f in frames])
         self.pairs = [
@@ -278,7 +268,7 @@ class FrameFolderPairs(Dataset):
         if not self.pairs:
             raise FileNotFoundError(
                 f"no frame pairs under {self.root}: expected folders of at least {frame_step + 1} images "
-                f"({', '.join(IMG_EXTENSIONS)}), sorted by name"
+                f"({', '.join(IMAGE_EXTENSIONS)}), sorted by name"
             )
 
     def __len__(self) -> int:

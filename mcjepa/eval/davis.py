@@ -37,9 +37,10 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
-from mcjepa.eval.common import STRIDE, pad_to_multiple, to_encoder_input
+from mcjepa.encoder import NETWORK_STRIDE, to_encoder_input
 from mcjepa.eval.metrics import IGNORE_INDEX, db_boundary_f, db_region_iou
-from mcjepa.utils.image_files import to_rgb
+from mcjepa.ops import pad_to_multiple
+from mcjepa.utils.media import to_rgb
 
 __all__ = [
     "PropagationConfig",
@@ -177,7 +178,7 @@ def _soft_labels(label: Tensor, num_objects: int, stride: int) -> Tensor:
     lab = label.clone()
     lab[(lab < 0) | (lab > num_objects)] = 0
     onehot = F.one_hot(lab, num_objects + 1).permute(2, 0, 1).float()[None]
-    onehot, _ = pad_to_multiple(onehot, STRIDE)
+    onehot, _ = pad_to_multiple(onehot, NETWORK_STRIDE)
     return F.avg_pool2d(onehot, stride)[0]
 
 
@@ -279,7 +280,7 @@ def evaluate_davis(
     encoder = encoder.to(device).eval()
 
     def features(frame: Tensor) -> Tensor:
-        x, _ = pad_to_multiple(to_encoder_input(frame.to(device)), STRIDE)
+        x, _ = pad_to_multiple(to_encoder_input(frame.to(device)), NETWORK_STRIDE)
         return encoder(x)[config.level][0]
 
     per_object: dict[str, dict[str, float]] = {}

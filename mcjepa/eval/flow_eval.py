@@ -43,7 +43,7 @@ from torch import Tensor
 from mcjepa.eval.baselines import FlowMethod
 from mcjepa.eval.metrics import FlowMetricAccumulator
 from mcjepa.flow.files import read_flo, read_kitti_flow
-from mcjepa.utils.image_files import to_rgb
+from mcjepa.utils.media import IMAGE_EXTENSIONS, to_rgb
 
 __all__ = [
     "FLOW_DATASETS",
@@ -66,7 +66,6 @@ FLOW_DATASETS = (
     "flo-folder",
 )
 REAL_TEXTURE_SEED_OFFSET = 10_000  # real-texture pairs use dataset seed 10000 + seed: never a training set's
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 
 
 @dataclass
@@ -217,7 +216,7 @@ class FloFolder(torch.utils.data.Dataset):
 
     @staticmethod
     def _find(folder: Path, stem: str) -> Path | None:
-        for ext in _IMAGE_EXTS:
+        for ext in IMAGE_EXTENSIONS:
             p = folder / (stem + ext)
             if p.is_file():
                 return p

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
-from mcjepa.eval.common import to_encoder_input
+from mcjepa.encoder import to_encoder_input
 
 __all__ = [
     "IdxImageDataset",

@@ -55,7 +55,7 @@ from mcjepa.eval.baselines import FlowMethod
 from mcjepa.flow import occlusion_mask
 from mcjepa.flow.video import resized_size
 from mcjepa.ops import backward_warp
-from mcjepa.utils.image_files import read_rgb
+from mcjepa.utils.media import is_image_file, read_rgb
 
 __all__ = [
     "INSTALL_HINTS",
@@ -79,7 +79,6 @@ INSTALL_HINTS = {
     "opencv": f"apt-get install opencv-doc (Debian / Ubuntu; it installs {OPENCV_SAMPLE_DIR})",
 }
 OPENCV_PAIRS = (("basketball1.png", "basketball2.png"), ("rubberwhale1.png", "rubberwhale2.png"))
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
@@ -127,7 +126,7 @@ def folder_pairs(folder: str | Path, prefix: str | None = None) -> list[RealPair
         raise FileNotFoundError(f"real pairs: {root} is not a folder")
     groups: dict[tuple[Path, str], dict[int, Path]] = {}
     for path in sorted(root.rglob("*")):
-        if path.suffix.lower() not in _IMAGE_EXTS or not path.is_file():
+        if not is_image_file(path) or not path.is_file():
             continue
         m = _NUMBERED.match(path.stem)
         if m is None:

@@ -37,9 +37,10 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mcjepa.eval.common import STRIDE, pad_to_multiple, to_encoder_input
+from mcjepa.encoder import NETWORK_STRIDE, to_encoder_input
 from mcjepa.eval.metrics import IGNORE_INDEX, confusion_matrix, miou_from_confusion
-from mcjepa.utils.image_files import to_rgb
+from mcjepa.ops import pad_to_multiple
+from mcjepa.utils.media import to_rgb
 
 __all__ = [
     "SEG_DATASETS",
@@ -177,7 +178,7 @@ class SegmentationModel(nn.Module):
 
     def features(self, images: Tensor) -> list[Tensor]:
         """Return the selected pyramid maps of the (stride-padded) images; no grad when frozen."""
-        x, _ = pad_to_multiple(to_encoder_input(images), STRIDE)
+        x, _ = pad_to_multiple(to_encoder_input(images), NETWORK_STRIDE)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             feats = self.encoder(x)
         return [feats[i] for i in self.levels]
@@ -185,7 +186,7 @@ class SegmentationModel(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Return ``(B, num_classes, H, W)`` logits for ``(B, 3, H, W)`` uint8 images (any size)."""
         h, w = images.shape[-2:]
-        hp, wp = h + (-h) % STRIDE, w + (-w) % STRIDE
+        hp, wp = h + (-h) % NETWORK_STRIDE, w + (-w) % NETWORK_STRIDE
         logits = self.head(self.features(images), (hp // 4, wp // 4))
         logits = F.interpolate(logits, size=(hp, wp), mode="bilinear", align_corners=False)
         return logits[..., :h, :w]

@@ -25,15 +25,14 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.utils import flow_to_image
 
-from mcjepa.encoder import MIN_INPUT_SIZE, ConvNeXtPyramid, imagenet_normalize
+from mcjepa.encoder import MIN_INPUT_SIZE, NETWORK_STRIDE, ConvNeXtPyramid, imagenet_normalize
 from mcjepa.flow.files import read_flo, read_kitti_flow, write_flo, write_kitti_flow
 from mcjepa.flow.inputs import ImageLike, check_colour_pair, check_image_pair, describe_type, prepare_images
 from mcjepa.model import MCJEPA
-from mcjepa.ops import backward_warp, flow_validity_mask, forward_backward_occlusion
+from mcjepa.ops import backward_warp, flow_validity_mask, forward_backward_occlusion, pad_to_multiple
 
 __all__ = [
     "MIN_SIZE",
@@ -51,7 +50,7 @@ __all__ = [
 ]
 
 MIN_SIZE = MIN_INPUT_SIZE  # smallest accepted height and width, pixels
-PAD_MULTIPLE = 32  # the network stride: frames are padded to a multiple of it
+PAD_MULTIPLE = NETWORK_STRIDE  # frames are padded to a multiple of the network stride
 
 RANDOM_WEIGHTS = "random"  # flow.load(weights="random"): an untrained model, on request only
 
@@ -200,10 +199,7 @@ def estimate(
         )
 
     b, (h, w) = x1.shape[0], x1.shape[-2:]
-    pad = (0, (-w) % PAD_MULTIPLE, 0, (-h) % PAD_MULTIPLE)  # right and bottom: flow values need no shift
-    frames = imagenet_normalize(torch.cat((x1, x2)).to(target))
-    if any(pad):
-        frames = F.pad(frames, pad, mode="replicate")
+    frames, _ = pad_to_multiple(imagenet_normalize(torch.cat((x1, x2)).to(target)), PAD_MULTIPLE)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
     was_training = model.training
     model.eval()

@@ -21,7 +21,7 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from mcjepa.encoder import MIN_INPUT_SIZE
-from mcjepa.utils.image_files import to_rgb
+from mcjepa.utils.media import to_rgb
 
 __all__ = ["RANGE_TOLERANCE", "ImageLike", "check_colour_pair", "check_image_pair", "describe_type", "prepare_images"]
 

@@ -103,8 +103,8 @@ def load_model(
 ) -> MCJEPA:
     """Return an :class:`MCJEPA` in eval mode holding ``components``, with weights when asked.
 
-    This is the one model loader: ``mcjepa.flow.load``, ``mcjepa.eval.common.load_for_eval``
-    and the ``torch.hub`` builders (:mod:`mcjepa.hub`) all call it, so weights, ``pretrained``,
+    This is the one model loader: ``mcjepa.flow.load``, :func:`mcjepa.create_model` (and through it
+    the ``torch.hub`` entry points), ``mcjepa-eval`` and ``mcjepa-export`` all call it, so weights, ``pretrained``,
     ``variant``, the device, ``sha256`` and the untrained-model warning are decided here. The model's
     ``release_name`` (the manifest key or release name, ``None`` when untrained or unnamed) and
     ``weights_description`` (one line saying which weights it holds) record what was loaded.

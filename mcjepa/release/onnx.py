@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mcjepa.encoder import imagenet_normalize
+from mcjepa.encoder import NETWORK_STRIDE, imagenet_normalize
+from mcjepa.ops import pad_to_multiple
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -84,8 +84,7 @@ class OnnxFlowModel(nn.Module):
 
     def forward(self, image1: Tensor, image2: Tensor) -> Tensor:
         h, w = image1.shape[-2], image1.shape[-1]
-        pad_h, pad_w = (32 - h % 32) % 32, (32 - w % 32) % 32  # traced as shape arithmetic: dynamic
-        frames = F.pad(imagenet_normalize(torch.cat((image1, image2))), (0, pad_w, 0, pad_h), mode="replicate")
+        frames, _ = pad_to_multiple(imagenet_normalize(torch.cat((image1, image2))), NETWORK_STRIDE)  # traced: dynamic
         n = image1.shape[0]
         return self.model(frames[:n], frames[n:])[:, :, :h, :w]
 

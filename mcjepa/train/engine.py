@@ -33,7 +33,6 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from mcjepa.architecture import ModelConfig
 from mcjepa.release.from_run import release_metrics, write_release
 from mcjepa.train.build import apply_optim_config, build_run, check_run_dir
 from mcjepa.train.checkpoint import (
@@ -56,16 +55,9 @@ __all__ = [
     "RESUME_FREE_KEYS",
     "TrainingDiverged",
     "Trainer",
-    "build_model_config",
     "check_run_dir",
     "config_changes",
 ]
-
-
-def build_model_config(cfg: TrainConfig) -> ModelConfig:
-    """The architecture: the named variant with the config's overrides applied
-    (:meth:`mcjepa.train.config.ModelSection.resolve`)."""
-    return cfg.model.resolve()
 
 
 class Trainer:

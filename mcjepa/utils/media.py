@@ -1,4 +1,7 @@
-"""Reading frames and images as 8-bit RGB, 16-bit files included.
+"""Media files: which files are images and videos, PyAV for video, and reading images as 8-bit RGB.
+
+:data:`IMAGE_EXTENSIONS` (torchvision's list) and :data:`VIDEO_EXTENSIONS` are the one list of each
+that every reader uses, matched case-insensitively; :func:`require_av` is the one PyAV import.
 
 Pillow opens a 16-bit grayscale PNG in mode ``I;16`` (``I`` in older versions), and
 ``convert("RGB")`` then clips every value above 255, so most pixels of such a frame come out
@@ -14,8 +17,35 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
-__all__ = ["read_rgb", "to_rgb"]
+__all__ = [
+    "AV_INSTALL_HINT",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "is_image_file",
+    "read_rgb",
+    "require_av",
+    "to_rgb",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = tuple(IMG_EXTENSIONS)
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".ts")
+AV_INSTALL_HINT = 'pip install "mcjepa[video]" (or pip install av)'
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` has an image extension (:data:`IMAGE_EXTENSIONS`, any case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def require_av():
+    """Import and return PyAV, or raise ImportError saying how to install it."""
+    try:
+        import av
+    except ImportError:
+        raise ImportError(f"reading and writing video files needs PyAV: {AV_INSTALL_HINT}") from None
+    return av
 
 
 def to_rgb(image: Image.Image, source: str = "image") -> Image.Image:
