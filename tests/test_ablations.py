@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -40,7 +39,6 @@ EXPECTED_COLUMNS = (
 
 
 def test_quick_runs_and_resumes(tmp_path, capsys):
-    start = time.time()
     assert (
         ablations.main(["--out-dir", str(tmp_path), "--seeds", "0", "--quick", "--cells", "baseline", "--jobs", "1"])
         == 0
@@ -61,7 +59,6 @@ def test_quick_runs_and_resumes(tmp_path, capsys):
     assert "1 done, 1 to run" in out and "about" in out and "elapsed" in out
     assert (first.stat().st_mtime_ns, first.read_bytes()) == before  # not rewritten
     assert ablations.result_path(tmp_path, "featnorm_l2", 0).exists()
-    assert time.time() - start < 60
 
     md = (tmp_path / "ablations.md").read_text()
     assert EXPECTED_COLUMNS in md

@@ -88,9 +88,13 @@ def test_cli_probe_imagefolder(tmp_path, capsys):
 
 def test_cli_probe_fashion_mnist_idx(tmp_path):
     rng = np.random.default_rng(1)
-    for prefix, n in (("train", 8), ("t10k", 4)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 2)
+    train = rng.integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    labels = np.arange(8, dtype=np.uint8) % 2
+    # the test images are copies of training images 1, 2, 5, 6: each one's nearest neighbour is its copy
+    picks = [1, 2, 5, 6]
+    for prefix, images, lab in (("train", train, labels), ("t10k", train[picks], labels[picks])):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", lab)
     out = tmp_path / "fm.json"
     argv = [
         "probe",
@@ -106,6 +110,8 @@ def test_cli_probe_fashion_mnist_idx(tmp_path):
         "cpu",
         "--image-size",
         "32",
+        "--k",
+        "1",
         "--linear-epochs",
         "2",
         "--workers",
@@ -116,4 +122,4 @@ def test_cli_probe_fashion_mnist_idx(tmp_path):
     ]
     assert main(argv) == 0
     res = json.loads(out.read_text())
-    assert res["n_train"] == 8 and res["n_val"] == 4 and 0.0 <= res["knn_top1"] <= 1.0
+    assert res["n_train"] == 8 and res["n_val"] == 4 and res["knn_top1"] == 1.0

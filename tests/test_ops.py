@@ -105,9 +105,13 @@ def test_normalize_feature_pair_shares_statistics():
     both = torch.stack((na, nb), 1)
     torch.testing.assert_close(both.mean(dim=(1, 2, 3, 4)), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(both.std(dim=(1, 2, 3, 4), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
-    # one shared affine map: differences are preserved up to a common scale
-    scale = (na - nb).norm() / (a - b).norm()
-    assert scale > 0
+    # one shared affine map per image: na = (a - m) / s and nb = (b - m) / s with the same m, s
+    mean, std = (
+        torch.stack((a, b), 1).mean(dim=(1, 2, 3, 4)),
+        torch.stack((a, b), 1).std(dim=(1, 2, 3, 4), unbiased=False),
+    )
+    torch.testing.assert_close(na, (a - mean.view(3, 1, 1, 1)) / std.view(3, 1, 1, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(na - nb, (a - b) / std.view(3, 1, 1, 1), atol=1e-5, rtol=1e-5)
 
 
 def test_upsample_flow_scales_values_per_axis():

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from pathlib import Path
 
@@ -58,7 +57,6 @@ def _env() -> dict[str, str]:
 
 
 def test_wheel_ships_the_manifest_and_bundled_release(tmp_path):
-    start = time.monotonic()
     # the sources a wheel is built from, with a bundled micro release standing in for the trained model
     src = tmp_path / "src"
     src.mkdir()
@@ -132,4 +130,3 @@ def test_wheel_ships_the_manifest_and_bundled_release(tmp_path):
         and out["description"] == f"{DEFAULT_MODEL} (bundled, trained on wheel test)"
     )
     assert out["bundle_help"] == [0, True]
-    assert time.monotonic() - start < 60  # about 10 s on 2 busy cores

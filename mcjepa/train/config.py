@@ -26,8 +26,9 @@ from mcjepa.architecture import EncoderConfig, ExpanderConfig, FlowHeadConfig, M
 from mcjepa.data.synthetic import MOTION_PRESETS
 from mcjepa.encoder import MIN_INPUT_SIZE
 from mcjepa.train.levels import PAPER_REG_WEIGHTS, PAPER_VC_COV_WEIGHTS, PAPER_VC_VAR_WEIGHTS, LevelWeights
-from mcjepa.train.losses import FEATURE_LOSS_NORMS, MASKED_MEANS, VC_POOLINGS
+from mcjepa.train.losses import FEATURE_LOSS_NORMS, MASKED_MEANS
 from mcjepa.train.toml_files import apply_overrides, available_configs, parse_value, read_toml
+from mcjepa.train.var_cov import VC_POOLINGS
 from mcjepa.utils.schema import ConfigError, Partial, from_dict, to_dict
 
 __all__ = [
