@@ -1,8 +1,6 @@
 """``mcjepa-flow``: estimate the optical flow between two frames and save it as an image, or over a
 whole video or frame folder (streamed: see :mod:`mcjepa.flow.video`) and save it as a video.
-
-Size: about 450 lines: the argument parser and its help (two-frame, video and folder modes) are
-most of it; the work is in mcjepa.flow and mcjepa.flow.video.
+The work is in :mod:`mcjepa.flow` and :mod:`mcjepa.flow.video`; this module is the argument parser.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ __all__ = ["LARGE_FRAME_MEGAPIXELS", "build_parser", "main"]
 _PROG = "mcjepa-flow"
 # frames above this many megapixels are refused unless --max-size is given: at 12 megapixels one
 # pair took 56 s and 5.1 GiB at full size against 3.4 s and 1.4 GiB at --max-size 1024
-# (benchmarks/large_input.py, README "Large frames"); the user chooses, nothing is resized silently
+# (benchmarks/large_input.py, docs/flow.md#large-frames); the user chooses, nothing is resized silently
 LARGE_FRAME_MEGAPIXELS = 4.0
 _OUTPUT_NAME = re.compile(r"^\d{6}$")  # the names a sequence run writes: 000000.png, 000001.flo, ...
 _EPILOG = """\

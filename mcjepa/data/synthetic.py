@@ -17,12 +17,9 @@ ground truth follows from the geometry:
 * ``occlusion`` (1, H, W), bool: True where the frame-1 pixel is not visible in frame 2, because
   a layer above it covers its new position or because it left the frame.
 
-Everything is deterministic given the seed (numpy ``default_rng``) and vectorised: a 128x128 pair
+Everything is deterministic given its seed (numpy ``default_rng``) and vectorised: a 128x128 pair
 takes about 10 ms on a CPU. The ground truth is for evaluation only; training uses the
 images.
-
-Size: about 600 lines in one module on purpose: the scene geometry (layers, shapes, camera), its
-renderer and the datasets built on it share private types that no other module should see.
 """
 
 from __future__ import annotations
