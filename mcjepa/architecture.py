@@ -1,7 +1,7 @@
 """Architecture configurations.
 
-Every number here is the paper's (seed ``001``, sections 4.1-4.3 and 5, and
-``shared/spec/NOTES.md``) unless a comment says otherwise. Variants are small functions
+Every number here is the paper's (arXiv 2307.12698; each value and its source:
+``docs/method.md#hyper-parameters``) unless a comment says otherwise. Variants are small functions
 returning a :class:`ModelConfig`, in the style of timm's ``convnext.py``.
 """
 
@@ -26,11 +26,11 @@ __all__ = [
 class EncoderConfig:
     """ConvNeXt encoder with the 2-conv stem and a 6-level pyramid."""
 
-    depths: tuple[int, ...] = (3, 3, 9, 3)  # ConvNeXt-T block counts (seed §4.1, §5)
-    dims: tuple[int, ...] = (96, 192, 384, 768)  # ConvNeXt-T stage widths (seed §4.1, §5)
-    stem_dims: tuple[int, int] = (48, 48)  # 4x4/s2 then 3x3/s2 stem, 3->48->48 (seed §4.1, §5)
-    drop_path_rate: float = 0.1  # stochastic depth (seed §4.1, §5)
-    # Original ConvNeXt code: a value <= 0 disables layer scale (NOTES "Model details").
+    depths: tuple[int, ...] = (3, 3, 9, 3)  # ConvNeXt-T block counts (paper, implementation details)
+    dims: tuple[int, ...] = (96, 192, 384, 768)  # ConvNeXt-T stage widths (paper, implementation details)
+    stem_dims: tuple[int, int] = (48, 48)  # 4x4/s2 then 3x3/s2 stem, 3->48->48 (docs/method.md#encoder)
+    drop_path_rate: float = 0.1  # stochastic depth (paper, implementation details)
+    # The paper's 0.0; in ConvNeXt's code a value <= 0 disables layer scale (docs/method.md#encoder).
     layer_scale_init_value: float = 0.0
 
     @property
@@ -44,19 +44,19 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class FlowHeadConfig:
-    """PWC-style coarse-to-fine flow estimator (seed §4.2, NOTES "Coarse-to-fine estimator")."""
+    """PWC-style coarse-to-fine flow estimator (paper, Sec. 3.1; docs/method.md#flow-head)."""
 
-    channel_factor: float = 2.0  # C (seed §5: C = 2, ~8M params; Table 3 ablates C = 1)
-    use_layernorm: bool = True  # LayerNorm after every conv but the last (seed §4.2, Table 3)
-    max_displacement: int = 4  # 9x9 = 81-channel local cost volume (NOTES)
-    flow_clip: float = 128.0  # clip each level's flow to [-128, 128] px (seed §4.2, §5)
-    reduced_channels: int = 32  # per-level 1x1 reduction to 32*C channels (PWC-Lite, NOTES)
-    decoder_widths: tuple[int, ...] = (128, 128, 96, 64, 32)  # times C (PWC-Lite, NOTES)
+    channel_factor: float = 2.0  # C (paper: C = 2, ~8M params; Table 3 ablates C = 1)
+    use_layernorm: bool = True  # LayerNorm after every conv but the outputs (paper, Table 3)
+    max_displacement: int = 4  # 9x9 = 81-channel local cost volume (not given; PWC-Net's)
+    flow_clip: float = 128.0  # clip each level's flow to [-128, 128] px (paper)
+    reduced_channels: int = 32  # per-level 1x1 reduction to 32*C channels (PWC-Lite)
+    decoder_widths: tuple[int, ...] = (128, 128, 96, 64, 32)  # times C (PWC-Lite)
     context_network: bool = True  # dilated-conv refinement after each level (PWC-Lite)
     context_widths: tuple[int, ...] = (128, 128, 128, 96, 64, 32)  # times C (PWC-Lite)
     context_dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1)  # (PWC-Lite)
     # Feature normalisation before correlating: "standardize" centres and scales each pair by
-    # shared statistics (UFlow; NOTES), "l2" L2-normalises every position (Table 3's
+    # shared statistics (UFlow; not in the paper), "l2" L2-normalises every position (Table 3's
     # "LayerNorm + L2-Norm" ablation, which the paper found harmful), "none" correlates raw.
     feature_normalization: str = "standardize"
     # Speed knob, not in the paper: index (fine-to-coarse) of the finest pyramid level the head
@@ -64,17 +64,14 @@ class FlowHeadConfig:
     finest_level: int = 0
     # Index of the coarsest pyramid level the head starts at; -1 = the encoder's coarsest (the
     # paper: all six levels). On small inputs the coarse levels are a few positions wide (a 64x96
-    # crop gives 2x3 at stride 32, 1x2 at stride 64) and their flow carries no information;
-    # starting lower leaves them to the content stream (docs/scaling.md).
+    # crop gives 2x3 at stride 32) and their flow carries little information; starting lower
+    # leaves them to the content stream (measured, not adopted: docs/scaling.md).
     coarsest_level: int = -1
     leaky_relu_slope: float = 0.1  # (PWC-Net / PWC-Lite)
     # Input-image pixels of flow per unit of the decoder's and context network's outputs, the
     # same at every level (a level of stride s adds ``output * output_pixels_per_unit / s`` of its
-    # own pixels), as PWC-Net's 1/20 flow scaling makes one unit 20 px at every level. The paper
-    # does not give its scaling. What fixed this value: an unscaled residual (1 level pixel per
-    # unit) explodes to tens of pixels on Adam's first steps, and the same level-pixel scale at
-    # every level lets the stride-32 level move the full-resolution flow 16x faster than the
-    # stride-2 level, which stalled learning in our CPU runs (README "Measured").
+    # own pixels), as PWC-Net's 1/20 flow scaling makes one unit 20 px at every level. Not given
+    # in the paper; why this value: docs/method.md#where-the-paper-is-silent-or-this-project-departs.
     output_pixels_per_unit: float = 0.5
 
     def __post_init__(self) -> None:
@@ -93,7 +90,7 @@ class FlowHeadConfig:
 
 @dataclass(frozen=True)
 class ExpanderConfig:
-    """VICReg expander: Linear-BN-ReLU, Linear-BN-ReLU, Linear (seed §4.3)."""
+    """VICReg expander: Linear-BN-ReLU, Linear-BN-ReLU, Linear (docs/method.md#expander)."""
 
     dims: tuple[int, ...] = (768, 8192, 8192, 8192)
 
@@ -150,9 +147,9 @@ def small() -> ModelConfig:
     """A CPU-sized variant (same topology, ~1/5 of ConvNeXt-T's widths, flow at stride 4): the bundled
     model that ``mcjepa.flow.load()`` uses by default. Not a paper model.
 
-    Sized so that flow at 256x512 on one CPU thread takes about a third of torchvision's
-    ``raft_small`` (12 iterations) in the same run (0.36 s vs 1.04 s, ``benchmarks/cpu_speed.py``)
-    and the ``real`` training config fits in about an hour on 2 CPU cores.
+    Sized for a CPU: flow at 256x512 on one thread is faster than torchvision's ``raft_small``,
+    and the ``real`` training config fits in under an hour on 2 cores (measured:
+    ``docs/real_footage.md``).
     """
     return ModelConfig(
         name="mcjepa_small",

@@ -1,4 +1,4 @@
-"""ConvNeXt encoder with MC-JEPA's 2-conv stem and 6-level feature pyramid (seed §4.1).
+"""ConvNeXt encoder with MC-JEPA's 2-conv stem and 6-level feature pyramid (docs/method.md#encoder).
 
 Built from timm's ``ConvNeXtStage`` (blocks, LayerNorm, DropPath) so that the blocks are
 exactly timm's; only the stem and the pyramid taps are MC-JEPA's.

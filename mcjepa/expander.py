@@ -1,4 +1,4 @@
-"""VICReg expander (seed §4.3): maps the 768-d content embedding to 8192-d for the VICReg loss."""
+"""VICReg expander (docs/method.md#expander): maps the 768-d content embedding to 8192-d for the VICReg loss."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PWC-style coarse-to-fine flow estimator with LayerNorm (seed §4.2, NOTES).
+"""PWC-style coarse-to-fine flow estimator with LayerNorm (paper, Sec. 3.1; docs/method.md#flow-head).
 
 At every pyramid level, coarse to fine: upsample the previous flow, backward-warp the second
 frame's features with it, build a local 81-channel cost volume against the first frame's

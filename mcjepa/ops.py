@@ -1,7 +1,7 @@
 """Backward warping, feature normalisation, the local correlation (cost) volume and the
 forward-backward occlusion check (shared by the training losses and the flow API).
 
-Conventions (see ``docs``/README "Conventions"):
+Conventions (docs/method.md#interface-conventions):
 
 * Flow is ``(B, 2, H, W)`` in pixels; channel 0 is horizontal (u, +x right), channel 1 is
   vertical (v, +y down), defined on the *source* frame's grid.

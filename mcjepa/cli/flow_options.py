@@ -12,7 +12,7 @@ __all__ = ["LARGE_FRAME_MEGAPIXELS", "PROG", "build_parser"]
 PROG = "mcjepa-flow"
 # frames above this many megapixels are refused unless --max-size is given: at 12 megapixels one
 # pair took 56 s and 5.1 GiB at full size against 3.4 s and 1.4 GiB at --max-size 1024
-# (benchmarks/large_input.py, README "Large frames"); the user chooses, nothing is resized silently
+# (benchmarks/large_input.py, docs/flow.md#large-frames); the user chooses, nothing is resized silently
 LARGE_FRAME_MEGAPIXELS = 4.0
 
 EPILOG = """\

@@ -1,4 +1,4 @@
-"""Evaluation protocols of the MC-JEPA paper (seed section 9) and their metrics.
+"""Evaluation protocols of the MC-JEPA paper (its experiments, Sec. 4; docs/evaluation.md) and their metrics.
 
 * :mod:`.metrics`: EPE (pooled and per image), occluded / non-occluded EPE, Fl-all, mIoU,
   DAVIS J and F.

@@ -22,8 +22,6 @@ Datasets (``open_flow_dataset(name, root)``), each yielding :class:`FlowSample`:
 
 Images are never resized: the model path pads to the network stride with replicate padding and
 crops back (:func:`mcjepa.flow.estimate`).
-
-Size: about 400 lines: one loop for every flow dataset, with the dataset table beside it.
 """
 
 from __future__ import annotations

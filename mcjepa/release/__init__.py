@@ -13,13 +13,17 @@ module                    what lives there
                           :func:`resolve`
 ``release.local``         local release folders and ``.safetensors`` files
 ``release.resolved``      :class:`ResolvedRelease`, what every source returns
-``release.bundled``       where bundled releases live (``mcjepa/bundled/<name>/``), :data:`DEFAULT_MODEL`
-``release.bundle``        ``python -m mcjepa.cli.bundle``: put a release into the package
+``release.bundled``       where bundled releases live (``mcjepa/bundled/<name>/``), :data:`DEFAULT_MODEL`;
+                          ``python -m mcjepa.cli.bundle`` puts a release there
 ``release.cache``         downloads, the ``$MCJEPA_CACHE`` and Hugging Face caches, offline switches
 ``release.verify``        sha256, the size / sha256 / header check before a file is read
 ``release.loading``       :func:`load_model` (the one model loader), :func:`read_component`,
                           :func:`load_state_dict_strict`
 ``release.errors``        :class:`WeightsError` and its subclasses, :class:`UnverifiedWeightsWarning`
+``release.export``        training checkpoint -> release folder, model card, README weights table
+``release.from_run``      the release a training run writes at its end
+``release.publish``       upload to the Hugging Face Hub, pin the commit in the manifest
+``release.onnx``          ONNX export of the flow model, checked against PyTorch
 ========================  =====================================================================
 
 ``mcjepa.release`` re-exports this public API for older imports.

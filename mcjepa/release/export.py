@@ -7,10 +7,7 @@ Hugging Face model card ``README.md``. Only when asked (``manifest=PATH``, ``mcj
 --update-manifest PATH``) is the entry merged into a manifest (:func:`mcjepa.release.merge_entry`),
 with ``status: "local"`` and the folder's ``url`` so that it loads by its key (``mcjepa-publish``
 later pins it to a Hub commit). :func:`weights_table_markdown` renders the manifest as the README's
-weights table.
-
-Size: just over 400 lines: the model card (README.md of a release) is generated here, next to
-the export it describes.
+weights table. The model card (``README.md`` of a release) is generated here too.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Release folder (``format_version`` 1)
     README.md               # model card (mcjepa-export only; save_release does not write it)
 
 Each safetensors file also carries string metadata: ``format="pt"``, ``mcjepa.component``,
-``mcjepa.format_version`` and ``mcjepa.architecture`` (the config as JSON), so that a single file names
+``mcjepa.format_version`` and ``mcjepa.config`` (the config as JSON), so that a single file names
 its component and architecture on its own. The header is written deterministically (metadata first,
 keys sorted), so the same weights always give the same bytes and sha256.
 

@@ -83,13 +83,13 @@ class ModelSection:
 
 @dataclass
 class OptimSection:
-    lr_encoder: float = 3e-4  # seed §5
-    lr_expander: float = 3e-4  # seed §5 / NOTES (same as the encoder)
-    lr_flow_head: float = 1e-4  # seed §5
-    end_lr: float = 3e-8  # cosine target, seed §5
-    weight_decay: float = 1e-6  # seed §5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # seed §5
-    warmup_epochs: float = 10.0  # linear warm-up, seed §5
+    lr_encoder: float = 3e-4  # (paper, implementation details)
+    lr_expander: float = 3e-4  # the encoder's rate (our reading; docs/method.md#optimiser)
+    lr_flow_head: float = 1e-4  # (paper, implementation details)
+    end_lr: float = 3e-8  # cosine target (paper, implementation details)
+    weight_decay: float = 1e-6  # (paper, implementation details)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW (paper, implementation details)
+    warmup_epochs: float = 10.0  # linear warm-up (paper, implementation details)
     grad_clip: float = 0.0  # max global grad norm; 0 disables (not in the paper)
     # Not in the paper: the flow head's learning rate ramps up linearly over this many epochs
     # from the start of the motion stream (the paper's warm-up spans phase 1 exactly, so the head
@@ -99,15 +99,16 @@ class OptimSection:
 
 @dataclass
 class ScheduleSection:
-    epochs: float = 100.0  # seed §5
+    epochs: float = 100.0  # (paper, implementation details)
     steps_per_epoch: int = 0  # 0: one pass over the content data per epoch
-    motion_start_epoch: float = 10.0  # phase 2 starts, seed §5 / Algorithm 3
-    vc_start_epoch: float = 11.0  # L_vc one epoch after motion starts, seed §4.6 / Table 11
+    motion_start_epoch: float = 10.0  # phase 2 starts (paper; docs/method.md#schedule)
+    vc_start_epoch: float = 11.0  # L_vc one epoch after motion starts (paper, Table 11)
     # Forward-backward occlusion masking of L_rec and L_cycle switches on at this epoch (never
-    # before motion starts; loss.occlusion_masking = false turns it off). The seed masks from the
-    # start (0). Early in training a head predicts nearly the same flow both ways (f ~ b instead
-    # of f ~ -b), the check then marks every pixel occluded and both terms vanish (observed in
-    # the CPU demo); UFlow likewise switches its occlusion masks on after a number of steps.
+    # before motion starts; loss.occlusion_masking = false turns it off). The paper does not say
+    # when masking starts; 0 = from the start. Early in training a head predicts nearly the same
+    # flow both ways (f ~ b instead of f ~ -b), the check then marks every pixel occluded and both
+    # terms vanish; UFlow likewise switches its occlusion masks on after a number of steps
+    # (docs/method.md#where-the-paper-is-silent-or-this-project-departs, item 5).
     occlusion_start_epoch: float = 0.0
     # Table 5: how the two streams share iterations.
     #   combined: both losses every iteration, summed before one backward (the paper's choice)
@@ -122,59 +123,53 @@ class ScheduleSection:
 
 @dataclass
 class LossSection:
-    alpha: float = 0.1  # motion weight, seed §4.5.7
+    alpha: float = 0.1  # motion weight (paper, Sec. 3.2)
     # Per-level weights are LevelWeights, fine to coarse (pyramid order), like every per-level
     # sequence in mcjepa; their config keys list them coarse to fine, as the paper does, and say
     # so in their names. Defaults: the paper's (mcjepa.train.levels.PAPER_*, cited there).
     reg_weights: LevelWeights = field(default=PAPER_REG_WEIGHTS, metadata={"key": "reg_weights_coarse_to_fine"})
     # L_reg's out-of-image mask. On: average L_reg only over positions whose sample p + f(p) lies
     # inside the image. Off (the default): out-of-image samples are compared with the zeros that
-    # backward_warp reads there. Why off: with the mask on, a flow that sends every sample out of
-    # the frame empties the mask and makes L_reg exactly 0, an optimum that needs no matching
-    # (tests/test_losses.py, test_masked_feature_regression_has_a_degenerate_optimum); the cost
-    # accepted is a pull towards zero features and away from the borders. Not measured: no run
-    # compares the two (docs/learning_dynamics.md, "Not measured"); the choice dates from the
-    # first trainer, on that argument. losses.feature_regression_loss has no default for it.
+    # backward_warp reads there. With the mask on, a flow that sends every sample out of the frame
+    # empties the mask and makes L_reg exactly 0 (tests/test_losses.py,
+    # test_masked_feature_regression_has_a_degenerate_optimum). Not measured either way
+    # (docs/method.md, departures, item 17). losses.feature_regression_loss has no default for it.
     reg_mask_out_of_image: bool = False
-    # photometric d = l2 * L2 + l1 * L1 + ssim * (1 - SSIM); the seed gives no values:
-    # ARFlow's 0.15 L1 + 0.85 (1 - SSIM) / 2, i.e. ssim = 0.425 here, and no L2 (NOTES).
+    # photometric d = l2 * L2 + l1 * L1 + ssim * (1 - SSIM); the paper gives no values:
+    # ARFlow's 0.15 L1 + 0.85 (1 - SSIM) / 2, i.e. ssim = 0.425 here, and no L2
+    # (docs/method.md#reconstruction).
     photo_l1: float = 0.15
     photo_l2: float = 0.0
     photo_ssim: float = 0.425
     # weight of the census (ternary) distance added to d (losses.census_distance): UFlow's and
-    # SMURF's photometric loss. 0 = the paper's d; docs/learning_dynamics.md section 8.
+    # SMURF's photometric loss. 0 = the paper's d; measured in docs/scaling.md.
     photo_census: float = 0.0
-    smooth_weight: float = 1.0  # weight of L_smooth in the motion sum (seed: unweighted)
-    smooth_edge_factor: float = 75.0  # lambda in exp(-lambda |grad I|), seed §4.5.3
-    cycle_weight: float = 0.2  # seed §4.5.4
+    smooth_weight: float = 1.0  # weight of L_smooth in the motion sum (paper: unweighted)
+    smooth_edge_factor: float = 75.0  # lambda in exp(-lambda |grad I|) (paper, implementation details)
+    cycle_weight: float = 0.2  # (paper, Sec. 3.1)
     # L_rec and L_smooth on both flows (t->t+1 and t+1->t), averaged, as UnFlow, ARFlow and UFlow
-    # do (NOTES "Both directions"). false = the seed's Algorithm 1: forward flow only, which
-    # leaves the backward flow, needed by the occlusion check, untrained by any pixel loss.
+    # do. false = the paper's form: forward flow only, which leaves the backward flow, needed by
+    # the occlusion check, untrained by any pixel loss (docs/method.md, departures, item 1).
     pixel_losses_both_directions: bool = True
     # L_reg on both flows too, averaged: frame t+1's features predicted from frame t's by the
-    # forward flow, and frame t's from frame t+1's by the backward flow. Not in the paper (seed:
-    # forward only). With L_reg on the forward flow alone, L_reg (the largest motion term) trains
-    # only that flow, and the shared head makes the backward flow a copy of it (cosine +0.7 to
-    # +0.99) instead of its opposite, so the occlusion check rejects most pixels
-    # (docs/learning_dynamics.md).
+    # forward flow, and frame t's from frame t+1's by the backward flow (paper: forward only;
+    # measured: docs/method.md, departures, item 2).
     reg_both_directions: bool = True
     # Feature normalisation inside L_reg and L_cycle: "standardize" (per image: per-channel
     # centring, one pooled scale; ops.standardize_feature_pair) or "none" (the paper: raw
-    # features). Not in the paper: on raw features L_reg collapses the shared encoder (the two
-    # frames' maps become equal and flat; docs/learning_dynamics.md), which also costs the content
-    # features 3-5 k-NN points in the demo.
+    # features, on which L_reg collapses the shared encoder: docs/method.md, departures, item 3).
     feature_loss_norm: str = "standardize"
     # What L_reg trains: "both" (the paper: the features and the flows), "features" (the flows are
     # constants inside L_reg; the flow is taught by L_rec, L_smooth and L_cycle) or "flow" (the
-    # features are constants inside L_reg). Not in the paper; docs/learning_dynamics.md section 8
-    # measures each term's gradient against the supervised EPE's and the three settings' curves.
+    # features are constants inside L_reg). Not in the paper; docs/scaling.md measures each
+    # term's gradient against the supervised EPE's and the three settings' curves.
     reg_gradient: str = "both"
     cycle_flow_grad: bool = True  # L_cycle trains the flows too (the paper); false: features only
     occlusion_masking: bool = True  # mask L_rec and L_cycle by the occlusion estimate (from occlusion_start_epoch)
     # How occlusion is estimated: "forward_backward" (the paper's consistency check, thresholds
     # 0.01 / 0.5 as UnFlow and ARFlow) or "range_map" (pixels of frame t that no pixel of frame
     # t+1 maps to under the backward flow: Wang et al. 2018, UFlow's default; ops.range_map_visibility).
-    # docs/learning_dynamics.md section 8.
+    # Measured in docs/scaling.md.
     occlusion_estimate: str = "forward_backward"
     vc_mode: str = "all"  # Table 11: all levels, last level only, or off
     vc_var_weights: LevelWeights = field(
@@ -186,19 +181,18 @@ class LossSection:
     # positions subsampled per level, micro-batch and process for L_vc; 0 = every position (the
     # paper). Not needed for cost: L_vc is computed from per-channel sums and second moments.
     vc_max_samples: int = 4096
-    # L_vc samples: "batch" (the paper / NOTES: every position of the batch is a sample) or
-    # "image" (statistics within each image, averaged over images). "image" guards against
-    # spatial collapse but not against identical frames, and gained nothing in the demo once the
-    # feature losses are standardised (docs/learning_dynamics.md), so the paper's form stays.
+    # L_vc samples: "batch" (the paper: every position of the batch is a sample) or "image"
+    # (statistics within each image, averaged over images): no gain once the feature losses are
+    # standardised (docs/method.md, departures, item 16), so the paper's form stays.
     vc_pooling: str = "batch"
     # Masked means (L_rec, L_cycle, and L_reg with reg_mask_out_of_image) over the kept pixels of
     # the whole batch ("batch") or of each image, then averaged over images ("image"). The paper
     # does not say; "image" keeps each pair's loss independent of the others, so the objective is
     # the same however the batch is split over processes and micro-batches.
     masked_mean: str = "batch"
-    vicreg_inv: float = 1.0  # seed §4.5.6 (VICReg paper: 25)
-    vicreg_var: float = 25.0  # seed §4.5.6
-    vicreg_cov: float = 1.0  # seed §4.5.6
+    vicreg_inv: float = 1.0  # paper, Sec. 3.2 (VICReg's paper: 25; docs/method.md#vicreg)
+    vicreg_var: float = 25.0  # paper, Sec. 3.2
+    vicreg_cov: float = 1.0  # paper, Sec. 3.2
 
 
 @dataclass
@@ -208,7 +202,7 @@ class DataSection:
     # motion stream: list of dataset specs, see mcjepa.data.motion.build_motion_datasets
     motion: list[dict[str, Any]] = field(default_factory=list)
     # Global batches: all processes together, per optimisation step (the paper's 384 and 8,
-    # arXiv 2307.12698 section 5). Each of W processes takes batch / W samples
+    # from its implementation details). Each of W processes takes batch / W samples
     # (mcjepa.train.batching); W must divide both.
     content_batch_size: int = 384
     motion_batch_size: int = 8

@@ -1,8 +1,8 @@
 """Batch statistics over the global batch, however it is split over processes and micro-batches.
 
 Three terms of the objective depend on the batch as a whole rather than on each sample: the
-expander's BatchNorm, VICReg's variance and covariance, and the motion stream's L_vc (arXiv
-2307.12698, section 4). For 1, 8 or 16 processes (and any gradient accumulation) to train the same
+expander's BatchNorm, VICReg's variance and covariance, and the motion stream's L_vc
+(docs/method.md#losses). For 1, 8 or 16 processes (and any gradient accumulation) to train the same
 objective, each is computed over the global batch:
 
 * :class:`GlobalBatchNorm1d`: BatchNorm1d whose statistics are all-reduced (with gradient) over

@@ -91,7 +91,7 @@ class LevelWeights(tuple[float, ...]):
         return f"LevelWeights({list(self)})"
 
 
-# The paper's per-level weights (seed section 4.5.1 and 4.5.5, Table 8; NOTES "Losses"), the only
+# The paper's per-level weights (paper, Table 8; docs/method.md#losses), the only
 # place they are written. The paper lists them coarse to fine: L_reg (1, 1, 1, 1, 0.1, 0.01),
 # L_vc variance (0.01, 0.01, 0.01, 0.01, 0.001, 0.0001), covariance (0.04, 0.04, 0.001, 0, 0, 0).
 PAPER_REG_WEIGHTS = LevelWeights.from_coarse_to_fine((1.0, 1.0, 1.0, 1.0, 0.1, 0.01))

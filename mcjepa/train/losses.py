@@ -1,4 +1,4 @@
-"""MC-JEPA's training losses (seed section 4.5, NOTES "Losses"), each a pure function.
+"""MC-JEPA's training losses (paper, Sec. 3; docs/method.md#losses), each a pure function.
 
 Every function takes tensors and plain numbers and returns a differentiable scalar tensor (or, for
 :func:`vicreg_loss`, a dict of them); nothing reads a config. The trainer passes the numbers.
@@ -9,8 +9,9 @@ Conventions shared by all motion losses:
   *source* frame's grid, as everywhere in ``mcjepa``.
 * Warping is *backward* warping (:func:`mcjepa.ops.backward_warp`): with ``f`` the flow from frame
   t to frame t+1, ``backward_warp(X_{t+1}, f) ~ X_t`` wherever the point is visible in both
-  frames. The seed writes ``warp(X_t, f) ~ X_{t+1}``, which only holds for forward splatting; we
-  compare frame t with frame t+1 warped back (PWC-Net / UFlow / ARFlow), same intent.
+  frames. The paper writes ``warp(X_t, f) ~ X_{t+1}``, which only holds for forward splatting; we
+  compare frame t with frame t+1 warped back (PWC-Net / UFlow / ARFlow), same intent
+  (docs/method.md#interface-conventions).
 * Pyramids are lists of 6 NCHW maps ordered **fine to coarse** (index 0 = stride 2, index 5 =
   stride 32), and every per-level weight sequence here is indexed the same way: pass a
   :class:`~mcjepa.train.levels.LevelWeights` or any sequence in that order. The paper's values are
@@ -172,7 +173,7 @@ def feature_regression_loss(
             them constant over the image does not lower the loss.
         flow_grad: let the loss train the flows (the paper). False: the flows are constants here,
             so L_reg shapes the features only and the flow is taught by the pixel terms and
-            L_cycle (``loss.reg_gradient = "features"``; ``docs/learning_dynamics.md``, section 8).
+            L_cycle (``loss.reg_gradient = "features"``; measured in ``docs/scaling.md``).
         feature_grad: let the loss train the features (the paper). False: both pyramids are
             constants here and L_reg trains the flows only (``loss.reg_gradient = "flow"``).
         masked_mean: with ``mask_out_of_image``, the masked mean over the whole batch
@@ -276,9 +277,10 @@ def photometric_loss(
     (:func:`census_distance`, 0 on the 3-pixel border), then the mean of ``d`` over the pixels
     where ``mask`` is 1. ``a = image1``, ``b = image2_warped = backward_warp(image2, flow)``.
 
-    Defaults: the seed names L2, L1 and SSIM but gives no weights. We use ARFlow's tested mix,
+    Defaults: the paper names L2, L1 and SSIM but gives no weights. We use ARFlow's tested mix,
     0.15 L1 + 0.85 * (1 - SSIM) / 2 (ARFlow and monodepth2 halve ``1 - SSIM``), written in the
-    seed's ``(1 - SSIM)`` form as ``ssim = 0.425``, and no L2 (``l2 = 0``; set e.g. 0.01 to add it).
+    paper's ``(1 - SSIM)`` form as ``ssim = 0.425``, and no L2 (``l2 = 0``; set e.g. 0.01 to add it);
+    docs/method.md#reconstruction.
 
     Args:
         image1, image2_warped: ``(B, C, H, W)`` images in ``[0, 1]``.
@@ -369,12 +371,12 @@ def smoothness_loss(
     image and flow are resized together (a smooth motion field has the same px/px gradient at any
     resolution), so the loss weight does not depend on the crop size. ARFlow instead divides the
     flow by ``min(H, W)`` and multiplies the loss by 75 (``flow_scale = 1 / min(H, W)`` here);
-    that 75 is a loss weight, unrelated to the seed's edge factor of 75.
+    that 75 is a loss weight, unrelated to the paper's edge factor of 75.
 
     Args:
         flow: ``(B, 2, H, W)`` flow in pixels of ``image``'s grid.
         image: ``(B, C, H, W)`` image in ``[0, 1]`` on the same grid (frame t).
-        edge_factor: the seed's lambda = 75: the weight is ``exp(-75 |grad I|)``.
+        edge_factor: the paper's lambda = 75: the weight is ``exp(-75 |grad I|)``.
         flow_scale: multiplies the flow before differentiating.
         check_range: raise if ``image`` leaves ``[0, 1]`` (costs one host sync).
 
@@ -423,7 +425,7 @@ def cycle_consistency_loss(
             use). ``None`` (default), or ``None`` for a level: computed with
             :func:`forward_backward_occlusion` from that level's flows (alpha1 = 0.01,
             alpha2 = 0.5 in that level's pixels), without gradient.
-        weight: the seed's 0.2.
+        weight: the paper's 0.2.
         feature_norm: ``"none"`` (the paper) or ``"standardize"`` (each level's map standardised
             per image first, as in :func:`feature_regression_loss`).
         flow_grad: let the loss train the flows (the paper). With False the flows are constants

@@ -1,10 +1,10 @@
 """The MC-JEPA training objective as one module, so that DDP sees a single ``forward``.
 
 ``MCJEPAObjective(content_views, frames, plan, micro)`` returns every loss component of the step:
-``alpha * (L_reg + L_rec + L_smooth + L_cycle + L_vc) + L_ssl`` (arXiv 2307.12698, section 4).
-Its batch statistics (the expander's BatchNorm, VICReg's variance and covariance, L_vc) cover the
-global batch: every process's, and with gradient accumulation every micro-batch's
-(:class:`MicroBatch`, :mod:`mcjepa.train.global_stats`).
+``alpha * (L_reg + L_rec + L_smooth + L_cycle + L_vc) + L_ssl`` (arXiv 2307.12698, Sec. 3;
+docs/method.md#total-objective). Its batch statistics (the expander's BatchNorm, VICReg's variance
+and covariance, L_vc) cover the global batch: every process's, and with gradient accumulation every
+micro-batch's (:class:`MicroBatch`, :mod:`mcjepa.train.global_stats`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Learning-rate schedule and the two-phase stream schedule (seed §5, Algorithm 3, Table 5)."""
+"""Learning-rate schedule and the two-phase stream schedule (paper, Table 5; docs/method.md#schedule)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class Schedule:
     """Per-step learning rates and stream switches.
 
     Learning rate: linear warm-up from 0 to each group's base LR over ``warmup_epochs``, then
-    cosine decay to ``end_lr`` at the last step (seed §5). Epoch boundaries are measured in steps:
+    cosine decay to ``end_lr`` at the last step (docs/method.md#optimiser). Epoch boundaries are measured in steps:
     ``epoch(step) = step / steps_per_epoch``.
     """
 

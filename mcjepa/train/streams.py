@@ -3,8 +3,8 @@
 Each stream remembers its epoch and how many items of that epoch the training loop has taken,
 so a checkpoint can record the exact data position. Every sample is produced under its own RNG
 seed, derived from (run seed, stream, epoch, position), so random augmentations are the same
-after a resume whatever the number of DataLoader workers. The seed function and the RNG
-context are :func:`mcjepa.data.samplers.sample_seed` and :func:`~mcjepa.data.samplers.seeded_rngs`,
+after a resume whatever the number of DataLoader workers. Seeds come from
+:func:`mcjepa.data.samplers.sample_seed` and the RNG context from :func:`~mcjepa.data.samplers.seeded_rngs`,
 the project's one per-sample seeding mechanism (``sample_seed`` is re-exported here).
 """
 
@@ -22,7 +22,7 @@ __all__ = ["PerSampleSeeded", "ResumableStream", "sample_seed"]
 
 
 class PerSampleSeeded(Dataset):
-    """Dataset wrapper whose items are addressed as ``(index, seed)``; the seed is applied to
+    """Dataset wrapper whose items are addressed as ``(index, seed)``; that seed is applied to
     torch, NumPy and Python's RNGs while the base dataset's ``__getitem__`` runs, and the previous
     states come back afterwards, so loading in the main process (``num_workers = 0``) leaves the
     training RNG streams (dropout, drop path) untouched."""

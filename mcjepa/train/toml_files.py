@@ -95,7 +95,7 @@ def _assign(node: Any, step: str | int, value: Any, key: str) -> None:
 
 
 def available_configs() -> list[str]:
-    """Names of the configs shipped in ``mcjepa/configs``."""
+    """Names of the configs shipped in ``mcjepa/train/configs``."""
     return sorted(p.name[:-5] for p in resources.files("mcjepa.train.configs").iterdir() if p.name.endswith(".toml"))
 
 

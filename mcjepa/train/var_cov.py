@@ -232,8 +232,8 @@ def vicreg_loss(
       covariance matrix.
     * ``total = inv_weight * inv + var_weight * var + cov_weight * cov``.
 
-    Defaults: the seed's 1 / 25 / 1 (VICReg's paper uses 25 / 25 / 1). Half precision is computed
-    in float32.
+    Defaults: the paper's 1 / 25 / 1 (VICReg's paper uses 25 / 25 / 1; docs/method.md#vicreg). Half
+    precision is computed in float32.
 
     Args:
         gather: when ``torch.distributed`` is initialised, compute var and cov on the

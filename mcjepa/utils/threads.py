@@ -9,10 +9,9 @@ The rule, in order:
 3. else :func:`default_threads`: half the CPUs this process may run on, at least 1.
 
 Why half, not torch's default (one per core): torch's OpenMP threads spin while they wait for each
-other, so with every core taken and another busy process on the machine, one slow thread holds up
-all the others. On a 2-core machine kept busy by other jobs, a 480x640 flow took 1.24 s with torch's
-default (2 threads) against 0.71 s with one (README, "Every command": ``benchmarks/threads.py``).
-Half the cores leaves room for one other job, at a cost in speed on an idle machine.
+other, so on a machine where other processes keep cores busy one slow thread holds up all the
+others. Half the cores leaves room for one other job, at a cost in speed on an idle machine
+(measured with ``benchmarks/threads.py``: docs/cli.md#threads).
 
 :func:`mcjepa.flow.estimate` itself never changes the thread count: it runs with whatever
 ``torch.get_num_threads()`` is (set it with :func:`set_threads` or ``torch.set_num_threads``).
