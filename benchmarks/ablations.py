@@ -49,8 +49,6 @@ from typing import Any
 
 from mcjepa.utils.atomic import atomic_write_bytes
 
-SEED_SOURCE = "/work/shared/seeds/001_16b8e54d5e98c42f.txt"
-
 # Expectations per metric relative to the reference cell: "worse", "better", "similar", "crash".
 # A cell's EPE expectation holds for both flow measures: the synthetic pairs (EPE) and the
 # real-texture pairs (RT_EPE, photos the training never sees).
@@ -77,7 +75,7 @@ class Cell:
 _T3 = "Table 3 (flow estimator)"
 _T5 = "Table 5 (data sampling)"
 _T11 = "Table 11 (L_vc)"
-_ALPHA = "alpha (seed §4.5.7)"
+_ALPHA = "alpha (docs/method.md#total-objective)"
 _MT = "Multi-task (M-JEPA vs MC-JEPA)"
 
 CELLS: tuple[Cell, ...] = (
@@ -182,7 +180,7 @@ CELLS: tuple[Cell, ...] = (
         _ALPHA,
         "alpha = 1.0",
         ("schedule.vc_start_epoch=1.1", "loss.alpha=1.0"),
-        "seed §4.5: 'higher values significantly degrade content learning' (no figures)",
+        "paper: 'higher values significantly degrade content learning' (no figures)",
         {KNN: "worse"},
     ),
     Cell(
@@ -462,7 +460,7 @@ def build_table(records: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         "set uses, px (zero flow beside it; the same expectation as EPE).",
         f"k-NN: {knn_name} top-1 % (random encoder beside it).",
         "Collapse: the last logged `diag_l5_frame_diff` / `diag_l5_within` (coarsest level; l3, l4 in ablations.json).",
-        "Paper figures are quoted from the seed (KITTI/Sintel EPE, ISeg mIoU, VSeg (J&F)m); they are not comparable in",
+        "Paper figures are quoted from arXiv 2307.12698 (KITTI/Sintel EPE, ISeg mIoU, VSeg (J&F)m); they are not comparable in",
         "absolute terms, only in direction.",
         "",
         f"**Rule.** {VERDICT_RULE}",

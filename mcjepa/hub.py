@@ -34,7 +34,10 @@ _ARGS = """
 
 def _encoder(name: str, pretrained: bool | None, weights: Any, kwargs: dict[str, Any]) -> ConvNeXtPyramid:
     kwargs.setdefault("warn_stacklevel", 3)
-    return create_model(name, pretrained, weights, components="encoder", **kwargs).encoder
+    model = create_model(name, pretrained, weights, components="encoder", **kwargs)
+    encoder = model.encoder
+    encoder.release_name, encoder.weights_description = model.release_name, model.weights_description
+    return encoder
 
 
 def _flow(name: str, pretrained: bool | None, weights: Any, kwargs: dict[str, Any]) -> MCJEPA:

@@ -1,4 +1,4 @@
-"""Bad input and faults around training, flow files and frames (issue 13): each input below is
+"""Bad input and faults around training, flow files and frames. Each input below is
 refused with a message naming the key, path or cause (no traceback from deep inside), or handled
 as shown.
 

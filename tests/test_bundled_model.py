@@ -71,7 +71,7 @@ def test_shipped_files_match_the_manifest():
         assert hashlib.sha256(data).hexdigest() == meta["sha256"]
         assert len(data) == meta["size"]
         total += len(data)
-    assert total <= 10 * 1024 * 1024  # the limit for a bundled release
+    assert total <= 10 * 1024 * 1024  # the size limit for a bundled release
     for key in ("command", "commit", "data", "wall_time_s"):
         assert entry["provenance"][key], key
 
@@ -97,7 +97,7 @@ def test_hub_entry_points_load_the_bundled_release(bundled_model):
             mp.delenv(var, raising=False)
         net = torch.hub.load(REPO_DIR, "mcjepa_small_flow", source="local")
         encoder = torch.hub.load(REPO_DIR, "mcjepa_small", source="local")
-    assert net.release_name == DEFAULT_MODEL
+    assert net.release_name == encoder.release_name == DEFAULT_MODEL and "bundled" in encoder.weights_description
     with torch.no_grad():
         x = torch.randn(1, 3, 64, 64)
         assert torch.equal(net(x, x.flip(-1)), bundled_model(x, x.flip(-1)))

@@ -40,8 +40,8 @@ def test_parameter_counts_match_the_paper_scale():
     c1 = build_model("convnext_t_c1")
     # measured values, documented in the README's models table
     assert _n(full.encoder) == 27_835_200
-    assert _n(full.flow_head) == 8_399_578  # seed: ~8M at C=2
-    assert _n(c1.flow_head) == 2_348_122  # seed: ~2M at C=1
+    assert _n(full.flow_head) == 8_399_578  # paper: ~8M at C=2
+    assert _n(c1.flow_head) == 2_348_122  # paper: ~2M at C=1
     assert _n(full.expander) == 140_558_336
 
 

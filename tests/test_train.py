@@ -177,7 +177,7 @@ def test_occlusion_switch_masks_rec_and_cycle_only_when_on(monkeypatch):
 def test_pixel_losses_train_the_backward_flow_only_when_both_directions_are_on(both):
     """With loss.pixel_losses_both_directions the photometric and smoothness terms are the mean of
     the two directions (frame 2 warped onto frame 1 by the forward flow, and frame 1 onto frame 2
-    by the backward flow), so the backward flow gets a pixel-loss gradient; the seed's form has
+    by the backward flow), so the backward flow gets a pixel-loss gradient; the paper's form has
     only the forward one."""
     from mcjepa.model import build_model
     from mcjepa.ops import backward_warp
@@ -211,7 +211,7 @@ def test_pixel_losses_train_the_backward_flow_only_when_both_directions_are_on(b
 def test_feature_regression_covers_the_backward_flow_only_when_both_directions_are_on(both):
     """With loss.reg_both_directions L_reg is the mean of frame t+1's features predicted from
     frame t's by the forward flow and frame t's predicted from frame t+1's by the backward flow;
-    the seed's form (false) is the forward one alone. Checked against losses.feature_regression_loss
+    the paper's form (false) is the forward one alone. Checked against losses.feature_regression_loss
     called by hand, and by which flow receives L_reg's gradient."""
     from mcjepa.model import build_model
     from mcjepa.train import losses
