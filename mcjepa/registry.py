@@ -156,7 +156,9 @@ def create_model(
     if components not in COMPONENT_SETS:
         raise ValueError(f"components={components!r}: expected one of {sorted(COMPONENT_SETS)}")
     if weights is not None and pretrained:
-        raise ValueError(f"{name}: pass either pretrained=True or weights=..., not both")
+        raise ValueError(
+            f"{name}: pretrained=True and weights={os.fspath(weights)!r} both name weights to load: pass one of them"
+        )
     parts = COMPONENT_SETS[components]
     arch = MODEL_VARIANTS[entry.variant]().name
     if weights is not None:

@@ -68,6 +68,7 @@ from mcjepa import MCJEPA, flow
 from mcjepa.architecture import micro as micro_config
 from mcjepa.cli.export import main as export_main
 from mcjepa.cli.flow import main as flow_main
+from mcjepa.registry import create_model
 from mcjepa.release import (
     NonFiniteWeightsError,
     UnverifiedWeightsWarning,
@@ -225,7 +226,7 @@ def test_bare_file_without_hash_loads_but_warns(bare):
     assert record[0].filename == __file__  # points at the caller, not at mcjepa's internals
 
 
-@pytest.mark.parametrize("form", ["suffix", "file_url", "keyword", "hub"])
+@pytest.mark.parametrize("form", ["suffix", "file_url", "keyword", "create_model"])
 def test_bare_file_with_the_right_hash_loads_silently(bare, micro, form):
     good, digest, _ = bare
     with warnings.catch_warnings():
@@ -237,7 +238,7 @@ def test_bare_file_with_the_right_hash_loads_silently(bare, micro, form):
         elif form == "keyword":
             encoder = load_model(good, components=("encoder",), sha256=digest).encoder
         else:
-            encoder = torch.hub.load(REPO_DIR, "mcjepa_convnext_t", source="local", weights=good, sha256=digest)
+            encoder = create_model("mcjepa_micro", weights=good, sha256=digest, components="encoder").encoder
     for a, b in zip(encoder.state_dict().values(), micro.encoder.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -291,7 +292,7 @@ def test_hash_with_a_release_is_refused(bare, micro, kind, tmp_path, monkeypatch
 # --------------------------------------------------------------------------- weights= with pretrained=True
 
 
-@pytest.mark.parametrize("entry", ["load_model", "mcjepa_convnext_t", "mcjepa_convnext_t_flow", "flow.load"])
+@pytest.mark.parametrize("entry", ["load_model", "mcjepa_convnext_t", "mcjepa_small_flow", "flow.load"])
 def test_weights_and_pretrained_together_are_refused(bare, entry):
     folder = str(bare[0].parent / "release")  # a real release: today pretrained=True is silently ignored
     with pytest.raises(ValueError, match=r"pretrained=True and weights=.* both name weights to load: pass one"):
@@ -511,7 +512,7 @@ def test_renamed_pickle_says_so(micro, tmp_path, legacy, with_hash):
 @pytest.mark.parametrize("kind", ["hub encoder", "MCJEPA without flow head"])
 def test_estimate_with_an_encoder_only_model(kind):
     if kind == "hub encoder":
-        model = torch.hub.load(REPO_DIR, "mcjepa_convnext_t", source="local", variant="micro")
+        model = torch.hub.load(REPO_DIR, "mcjepa_small", source="local")  # the bundled encoder
         named = "ConvNeXtPyramid, the encoder alone"
     else:
         model = load_model(variant="micro", components=("encoder",))

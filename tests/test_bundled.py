@@ -264,7 +264,7 @@ def test_registry_loads_the_bundled_release(bundled, original):
     with pytest.warns(UserWarning, match="mcjepa_micro: .*randomly initialised"):
         random = mcjepa.create_model("mcjepa_micro", pretrained=False)
     assert random.config.name == "mcjepa_micro" and random.release_name is None
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="both name weights to load"):
         mcjepa.create_model("mcjepa_micro", pretrained=True, weights=DEFAULT_MODEL)
 
 

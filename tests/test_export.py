@@ -175,7 +175,7 @@ def test_model_card_is_valid_hf_card(exported):
         "`trained_epe` | 1.25",
         "`flow.sintel-clean.epe_pooled` | 9.5",
         "demo-scale",
-        "torch.hub.load",
+        'mcjepa.create_model("mcjepa_micro", weights=',
         "flow.load",
     ):
         assert needle in text, needle

@@ -212,6 +212,7 @@ def model_card(
     name = entry.get("name", "mcjepa")
     license_ = entry.get("license", "MIT")
     variant = entry.get("variant") or "custom"
+    arch = (entry.get("config") or {}).get("name") or f"mcjepa_{variant}"  # the registry's architecture name
     components = ", ".join(f"`{info['filename']}`" for info in entry.get("files", {}).values())
     train = dict(train_config or {})
     demo = train.get("name") in ("demo",) or variant == "micro"
@@ -272,9 +273,8 @@ def model_card(
         "## How to load it",
         "",
         "```python",
-        "import torch",
-        f'encoder = torch.hub.load("<owner>/mcjepa", "mcjepa_convnext_t", weights="{hf}")',
-        f'model = torch.hub.load("<owner>/mcjepa", "mcjepa_convnext_t_flow", weights="{hf}")',
+        "import mcjepa",
+        f'model = mcjepa.create_model("{arch}", weights="{hf}")  # encoder + flow head; .encoder: the features',
         "",
         "from mcjepa import flow",
         f'model = flow.load(weights="{hf}")  # or a local copy of this folder',
