@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mcjepa import flow as flow_api
+import mcjepa.flow
 from mcjepa.architecture import MODEL_VARIANTS
 from mcjepa.encoder import imagenet_normalize
 
@@ -70,7 +70,7 @@ def _flow_call(name: str, args: argparse.Namespace, device: torch.device) -> tup
     a, b = x[:1], x[1:]
     iters = {"raft_small": args.raft_small_iters, "raft_large": args.raft_large_iters}.get(name, 0)
     if not raft and args.weights:
-        model = flow_api.load(args.weights, variant=args.variant, device=device)
+        model = mcjepa.flow.load(args.weights, variant=args.variant, device=device)
 
         def call(m: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return m(a, b)

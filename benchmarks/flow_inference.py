@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.optical_flow import raft_large, raft_small
 
-from mcjepa import flow as flow_api
+import mcjepa.flow
 from mcjepa.architecture import MODEL_VARIANTS
 from mcjepa.encoder import imagenet_normalize
 from mcjepa.model import build_model
@@ -163,7 +163,7 @@ def flow_case(
         a01, b01 = img[:batch], img[batch:]
 
         def fn() -> torch.Tensor:
-            return flow_api.estimate(a01, b01, model=model, bf16=dtype == "bf16")
+            return mcjepa.flow.estimate(a01, b01, model=model, bf16=dtype == "bf16")
 
     else:
         x = img * 2 - 1 if is_raft(name) else imagenet_normalize(img)  # RAFT: [-1, 1]; ours: ImageNet

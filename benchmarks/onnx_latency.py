@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcjepa import flow as flow_api
+import mcjepa.flow
 from mcjepa.model import build_model
 from mcjepa.release.onnx import OnnxFlowModel, export_onnx, onnxruntime_session
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for variant in args.variants:
-            model = flow_api.load(args.weights, variant=variant) if args.weights else build_model(variant).eval()
+            model = mcjepa.flow.load(args.weights, variant=variant) if args.weights else build_model(variant).eval()
             if args.weights is None:
                 _randomise_heads(model)
             path = folder / f"{variant}.onnx"

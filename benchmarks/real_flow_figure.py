@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from mcjepa import flow as flow_api
+import mcjepa.flow
 from mcjepa.eval.baselines import get_baseline, have_opencv
 from mcjepa.eval.real_pairs import RealPair, find_real_pairs, load_pair, photometric_errors
 
@@ -30,7 +30,7 @@ _TITLE_H = 16
 
 def _colour(flow: torch.Tensor, scale: float) -> np.ndarray:
     """(2, H, W) pixels -> uint8 (H, W, 3), with ``scale`` pixels of motion at full saturation."""
-    return flow_api.to_image(flow, max_flow=scale).permute(1, 2, 0).numpy()
+    return mcjepa.flow.to_image(flow, max_flow=scale).permute(1, 2, 0).numpy()
 
 
 def _panel(image: np.ndarray, title: str) -> Image.Image:
@@ -47,8 +47,8 @@ def figure(pairs: list[RealPair], model, max_size: int) -> Image.Image:
     rows = []
     for pair in pairs:
         im1, im2 = load_pair(pair, max_size)
-        fwd = flow_api.estimate(im1, im2, model=model)
-        bwd = flow_api.estimate(im2, im1, model=model)
+        fwd = mcjepa.flow.estimate(im1, im2, model=model)
+        bwd = mcjepa.flow.estimate(im2, im1, model=model)
         err = photometric_errors(im1, im2, fwd, bwd)["mae_all"]
         zero = photometric_errors(im1, im2, torch.zeros_like(fwd), torch.zeros_like(fwd))["mae_all"]
         panels = [
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"none of {args.pairs} is installed ({skipped}); available: {sorted(by_name)}", file=sys.stderr)
         return 1
     torch.manual_seed(0)
-    model = flow_api.load(args.weights) if args.weights else flow_api.load()
+    model = mcjepa.flow.load(args.weights) if args.weights else mcjepa.flow.load()
     image = figure(chosen, model, args.max_size)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     image.save(args.out, optimize=True)

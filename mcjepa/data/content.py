@@ -22,7 +22,15 @@ from torchvision.transforms import v2
 from mcjepa.data.samplers import EpochSeeded
 from mcjepa.utils.media import IMAGE_EXTENSIONS, is_image_file, read_rgb, to_rgb
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "vicreg_transforms", "ImageFiles", "TwoViewDataset", "ContentDataset"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ContentDataset",
+    "ImageFiles",
+    "TwoViewDataset",
+    "small_image_transforms",
+    "vicreg_transforms",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,6 +72,39 @@ def vicreg_transforms(
         return v2.Compose(ops)
 
     return pipeline(1.0, 0.0), pipeline(0.1, 0.2)
+
+
+def small_image_transforms(
+    size: int = 32, scale: tuple[float, float] = (0.25, 1.0), normalize: bool = True
+) -> tuple[v2.Compose, v2.Compose]:
+    """Return two view pipelines for small, centred, mostly grayscale images (Fashion-MNIST's 28x28
+    garments), each mapping an image to float (3, size, size).
+
+    VICReg's ImageNet views do not suit them: a crop down to 8% of a 28-pixel image keeps a few
+    pixels, a 10%-of-size Gaussian blur wipes out the texture that tells a shirt from a pullover,
+    and colour jitter and grayscale do nothing to a gray image. Both views here: RandomResizedCrop
+    (``scale``, default 25-100% of the area; bicubic), horizontal flip 0.5, brightness and
+    contrast jitter 0.4 with p = 0.8; view 2 is also solarised with p = 0.2, keeping VICReg's
+    asymmetry. No blur, no hue or saturation change.
+    """
+    if size < 1 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"need size >= 1 and 0 < scale[0] <= scale[1] <= 1, got size={size}, scale={scale}")
+
+    def pipeline(solarize_p: float) -> v2.Compose:
+        ops = [
+            v2.ToImage(),
+            v2.ToDtype(torch.uint8, scale=True),
+            v2.RandomResizedCrop(size, scale=scale, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4)], p=0.8),
+            v2.RandomSolarize(threshold=128, p=solarize_p),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+        if normalize:
+            ops.append(v2.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD))
+        return v2.Compose(ops)
+
+    return pipeline(0.0), pipeline(0.2)
 
 
 def _as_rgb(image, where: str):

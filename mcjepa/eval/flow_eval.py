@@ -295,10 +295,10 @@ def open_flow_dataset(
 def model_method(model: torch.nn.Module, device: str | torch.device = "cpu", bf16: bool = False) -> FlowMethod:
     """Wrap a flow model as a method ``(image1, image2) -> (2, H, W)`` through :func:`mcjepa.flow.estimate`
     (uint8 in, replicate padding to the stride, crop back, pixels out)."""
-    from mcjepa import flow as flow_api
+    import mcjepa.flow
 
     def run(image1: Tensor, image2: Tensor) -> Tensor:
-        out = flow_api.estimate(image1, image2, model=model, device=device, bf16=bf16)
+        out = mcjepa.flow.estimate(image1, image2, model=model, device=device, bf16=bf16)
         return torch.as_tensor(out).float().cpu()
 
     return run

@@ -29,6 +29,7 @@ from mcjepa.encoder import to_encoder_input
 __all__ = [
     "IdxImageDataset",
     "read_idx",
+    "linear_accuracy",
     "open_probe_dataset",
     "extract_embeddings",
     "knn_classify",
@@ -265,6 +266,16 @@ def probe_images(
         images.append(tf(img))
         labels.append(int(y))
     return torch.stack(images), torch.tensor(labels)
+
+
+def linear_accuracy(
+    train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], epochs: int = 100, seed: int = 0
+) -> float:
+    """Top-1 accuracy (fraction) of :func:`linear_probe` trained on ``train`` and scored on ``val``
+    (cached ``(features, labels)`` pairs)."""
+    (xtr, ytr), (xva, yva) = train, val
+    c = int(max(ytr.max(), yva.max())) + 1
+    return _accuracy(linear_probe(xtr, ytr, xva, num_classes=c, epochs=epochs, seed=seed), yva, 1)
 
 
 def knn_accuracy(

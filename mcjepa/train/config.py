@@ -228,6 +228,9 @@ class DataSection:
     # Fashion-MNIST ("" disables), on its first 5,000 / 2,000 images; next to a random encoder.
     eval_content_images: int = 0
     eval_fashion_mnist_root: str = ""
+    # and a linear probe on Fashion-MNIST (the first N training images; the first M test images,
+    # 10,000 = the whole test split), next to a random encoder and raw pixels ([0, 0] disables)
+    eval_fashion_mnist_linear: list[int] = field(default_factory=lambda: [0, 0])
 
 
 @dataclass

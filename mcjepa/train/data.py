@@ -92,7 +92,23 @@ def build_content_dataset(cfg: TrainConfig):
         except FileNotFoundError as exc:
             raise ConfigError(f"data.content.photos: {exc}") from None
         return TwoViewDataset(ImageFiles.from_files(files), size=size)
-    raise ConfigError(f"data.content.type must be 'imagefolder', 'synthetic' or 'photos', got {kind!r}")
+    if kind == "fashion-mnist":
+        from mcjepa.data.content import small_image_transforms
+        from mcjepa.eval.probes import open_probe_dataset
+
+        root = spec.pop("root", "/usr/share/datasets/fashion-mnist")
+        scale = tuple(spec.pop("scale", [0.25, 1.0]))
+        _no_extra(spec, "data.content")
+        try:  # the training split only: the test split stays held out for the probes
+            base = open_probe_dataset("fashion-mnist", root, "train")
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"data.content.root: {exc} (Debian / Ubuntu: apt-get install dataset-fashion-mnist)"
+            ) from None
+        return TwoViewDataset(base, transforms=small_image_transforms(size, scale))
+    raise ConfigError(
+        f"data.content.type must be 'imagefolder', 'synthetic', 'photos' or 'fashion-mnist', got {kind!r}"
+    )
 
 
 def _no_extra(spec: dict, key: str) -> None:

@@ -49,6 +49,7 @@ def run_content_knn(
         d.eval_content_images,
         seed=cfg.run.seed,
         fashion_mnist_root=d.eval_fashion_mnist_root,
+        fashion_mnist_linear=tuple(d.eval_fashion_mnist_linear),
     )
 
 
@@ -113,6 +114,7 @@ def content_knn(
     fashion_mnist_counts: tuple[int, int] = (5000, 2000),
     image_size: int = 64,
     k: int = 20,
+    fashion_mnist_linear: tuple[int, int] = (0, 0),
 ) -> dict[str, float]:
     """Weighted k-NN top-1 accuracy (fraction) of the pooled content embedding, next to its baselines.
 
@@ -123,6 +125,10 @@ def content_knn(
       ``fashion_mnist_counts`` train / test images, when ``fashion_mnist_root`` holds its IDX files
       (skipped otherwise).
 
+    * ``fmnist_linear*``: with ``fashion_mnist_linear = (N, M)`` both positive, a linear probe
+      (:func:`mcjepa.eval.probes.linear_accuracy`, 100 epochs) trained on the first N training
+      images and scored on the first M test images, for the encoder, the random one and raw pixels.
+
     Each reports ``*_knn`` (``encoder``), ``*_knn_random`` (``random_encoder``: the same variant,
     randomly initialised) and ``*_knn_pixels`` (cosine k-NN on raw pixels), all at
     ``image_size`` pixels, k = ``k``, T = 0.07 (DINO's protocol, :func:`mcjepa.eval.probes.knn_classify`).
@@ -130,7 +136,7 @@ def content_knn(
     from pathlib import Path
 
     from mcjepa.data.synthetic import SyntheticShapeDataset
-    from mcjepa.eval.probes import embed_images, knn_accuracy, open_probe_dataset, probe_images
+    from mcjepa.eval.probes import embed_images, knn_accuracy, linear_accuracy, open_probe_dataset, probe_images
 
     sets: dict[str, tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, int, int]] = {}
     if synthetic_images > 0:
@@ -152,4 +158,13 @@ def content_knn(
             out[f"{name}_knn{suffix}"] = knn_accuracy((tr, y_tr), (va, y_va), k=k)
         pixels_tr, pixels_va = images_tr.flatten(1).float() / 255.0, images_va.flatten(1).float() / 255.0
         out[f"{name}_knn_pixels"] = knn_accuracy((pixels_tr, y_tr), (pixels_va, y_va), k=k)
+    if "fmnist" in sets and min(fashion_mnist_linear) > 0:
+        train, val, _, _ = sets["fmnist"]
+        images_tr, y_tr = probe_images(train, image_size, fashion_mnist_linear[0])
+        images_va, y_va = probe_images(val, image_size, fashion_mnist_linear[1])
+        for suffix, enc in (("", encoder), ("_random", random_encoder)):
+            tr, va = embed_images(enc, images_tr), embed_images(enc, images_va)
+            out[f"fmnist_linear{suffix}"] = linear_accuracy((tr, y_tr), (va, y_va), seed=seed)
+        pixels_tr, pixels_va = images_tr.flatten(1).float() / 255.0, images_va.flatten(1).float() / 255.0
+        out["fmnist_linear_pixels"] = linear_accuracy((pixels_tr, y_tr), (pixels_va, y_va), seed=seed)
     return out
