@@ -20,6 +20,7 @@ __all__ = [
     "RANDOM_WEIGHTS",
     "THREADS_HELP",
     "add_threads_argument",
+    "add_weights_arguments",
     "apply_threads",
     "line_buffered_stdout",
     "parse_args",
@@ -60,3 +61,20 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         return parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--weights``, ``--pretrained`` and ``--variant``, the same for every command that runs a model."""
+    parser.add_argument(
+        "--weights",
+        metavar="W",
+        help="trained weights: a release folder, a .safetensors file, hf://org/repo[@revision], a URL or a "
+        f"weights_manifest.json key ({NO_WEIGHTS_RULE})",
+    )
+    parser.add_argument("--pretrained", action="store_true", help="the published weights of --variant (none yet)")
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="architecture of --weights random and of a weights file that records none (default: convnext_t; "
+        "'micro' is a tiny test model); with no --weights it is an error (the bundled model has its own)",
+    )

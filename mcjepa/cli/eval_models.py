@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mcjepa.cli.common import NO_WEIGHTS_RULE, RANDOM_WEIGHTS, add_threads_argument
+from mcjepa.cli.common import RANDOM_WEIGHTS, add_threads_argument, add_weights_arguments
 
 if TYPE_CHECKING:
     from mcjepa.model import MCJEPA
@@ -28,19 +28,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """Add the options every protocol takes: the model (``--weights``, ``--pretrained``,
     ``--variant``), ``--device``, ``--threads``, ``--out``, ``--no-progress`` and ``--seed``."""
     g = p.add_argument_group("model")
-    g.add_argument(
-        "--weights",
-        metavar="W",
-        help="trained weights: a release folder, a .safetensors file, hf://org/repo[@revision], a URL or a "
-        f"weights_manifest.json key ({NO_WEIGHTS_RULE})",
-    )
-    g.add_argument("--pretrained", action="store_true", help="the published weights of --variant")
-    g.add_argument(
-        "--variant",
-        default=None,
-        help="architecture of --weights random and of weights that record none (default convnext_t); with no "
-        "--weights it is an error (the bundled model has its own)",
-    )
+    add_weights_arguments(g)
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
     add_threads_argument(g)
     g.add_argument("--out", metavar="JSON", help="write the full results to this JSON file")

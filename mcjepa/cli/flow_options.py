@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from mcjepa.cli.common import NO_WEIGHTS_RULE, add_threads_argument
+from mcjepa.cli.common import add_threads_argument, add_weights_arguments
 
 __all__ = ["LARGE_FRAME_MEGAPIXELS", "PROG", "build_parser"]
 
@@ -139,19 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress (a bar on a terminal; one line per 10%% or 30 s in a pipe or log file)",
     )
-    parser.add_argument(
-        "--weights",
-        metavar="W",
-        help="trained weights: a release folder, a .safetensors file, hf://org/repo[@revision], a URL or a "
-        f"weights_manifest.json key ({NO_WEIGHTS_RULE})",
-    )
-    parser.add_argument("--pretrained", action="store_true", help="use the published weights (none are published yet)")
-    parser.add_argument(
-        "--variant",
-        default=None,
-        help="architecture of --weights random, or of a weights file that records none (default: convnext_t; "
-        "'micro' is a tiny test model)",
-    )
+    add_weights_arguments(parser)
     parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only; ignored on CPU)")
     return parser
