@@ -94,3 +94,64 @@ def test_two_view_dataset_rejects_bad_images():
         TwoViewDataset([torch.full((3, 8, 8), 2.0)], size=8)[0]
     with pytest.raises(TypeError, match="PIL image or an image tensor"):
         TwoViewDataset([np.zeros((8, 8, 3))], size=8)[0]
+
+
+# ---------------------------------------------------------------------------- Fashion-MNIST content
+
+
+def _fake_fashion_mnist(root, n_train: int = 12, n_test: int = 6):
+    """IDX files of random images in 3 classes; the test images are copies of the first training images."""
+    from fixtures_eval import write_idx
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8), np.arange(n_train, dtype=np.uint8) % 3
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images[:n])
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels[:n])
+    return root
+
+
+def test_small_image_views_are_two_different_normalised_crops():
+    from mcjepa.data.content import small_image_transforms
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8)).convert("RGB")
+    t1, t2 = small_image_transforms(32)
+    torch.manual_seed(0)
+    a, b = t1(image), t2(image)
+    assert a.shape == b.shape == (3, 32, 32) and a.dtype == torch.float32 and not torch.equal(a, b)
+    # the grey image stays grey: no colour jitter or hue change (ImageNet normalisation differs per channel)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    raw = a * std + mean
+    torch.testing.assert_close(raw[0], raw[1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="scale"):
+        small_image_transforms(32, scale=(0.5, 0.1))
+
+
+def test_fashion_mnist_content_type_reads_the_training_split_only(tmp_path):
+    from mcjepa.train.config import load_config
+    from mcjepa.train.data import build_content_dataset
+    from mcjepa.utils.schema import ConfigError
+
+    root = _fake_fashion_mnist(tmp_path / "fm")
+    cfg = load_config("fashion-mnist", [f'data.content.root="{root}"', "data.content.num_images=5"])
+    data = build_content_dataset(cfg)
+    assert len(data) == 5 and data[4][0].shape == (3, 32, 32)
+    assert len(build_content_dataset(load_config("fashion-mnist", [f'data.content.root="{root}"']))) == 12
+    with pytest.raises(ConfigError, match="apt-get install dataset-fashion-mnist"):
+        build_content_dataset(load_config("fashion-mnist", [f'data.content.root="{tmp_path / "none"}"']))
+
+
+def test_content_check_adds_a_linear_probe_beside_its_baselines(tmp_path):
+    from mcjepa import build_model
+    from mcjepa.train.evaluate import content_knn
+
+    root = _fake_fashion_mnist(tmp_path / "fm", n_train=30, n_test=10)
+    enc, rnd = build_model("micro").encoder.eval(), build_model("micro").encoder.eval()
+    out = content_knn(enc, rnd, 0, seed=0, fashion_mnist_root=str(root), fashion_mnist_counts=(30, 10),
+                      image_size=32, fashion_mnist_linear=(30, 10))  # fmt: skip
+    assert {"fmnist_knn", "fmnist_linear", "fmnist_linear_random", "fmnist_linear_pixels"} <= set(out)
+    # the test images are copies of training images: a linear probe on raw pixels separates them
+    assert out["fmnist_linear_pixels"] == 1.0 and out["fmnist_knn_pixels"] == 1.0
+    # off by default
+    assert "fmnist_linear" not in content_knn(enc, rnd, 0, seed=0, fashion_mnist_root=str(root),
+                                              fashion_mnist_counts=(30, 10), image_size=32)  # fmt: skip

@@ -98,6 +98,7 @@ def build_content_dataset(cfg: TrainConfig):
 
         root = spec.pop("root", "/usr/share/datasets/fashion-mnist")
         scale = tuple(spec.pop("scale", [0.25, 1.0]))
+        num_images = int(spec.pop("num_images", 0))  # 0: all 60,000; else the first N
         _no_extra(spec, "data.content")
         try:  # the training split only: the test split stays held out for the probes
             base = open_probe_dataset("fashion-mnist", root, "train")
@@ -105,6 +106,10 @@ def build_content_dataset(cfg: TrainConfig):
             raise ConfigError(
                 f"data.content.root: {exc} (Debian / Ubuntu: apt-get install dataset-fashion-mnist)"
             ) from None
+        if num_images < 0:
+            raise ConfigError(f"data.content.num_images must be >= 0, got {num_images}")
+        if num_images:
+            base = torch.utils.data.Subset(base, range(min(num_images, len(base))))
         return TwoViewDataset(base, transforms=small_image_transforms(size, scale))
     raise ConfigError(
         f"data.content.type must be 'imagefolder', 'synthetic', 'photos' or 'fashion-mnist', got {kind!r}"
