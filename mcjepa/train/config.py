@@ -231,6 +231,8 @@ class DataSection:
     # and a linear probe on Fashion-MNIST (the first N training images; the first M test images,
     # 10,000 = the whole test split), next to a random encoder and raw pixels ([0, 0] disables)
     eval_fashion_mnist_linear: list[int] = field(default_factory=lambda: [0, 0])
+    # the side, in pixels, of the images those probes embed (raw pixels at the same size)
+    eval_content_size: int = 64
 
 
 @dataclass
@@ -296,6 +298,13 @@ class TrainConfig:
             )
         if self.data.eval_content_images < 0:
             raise ConfigError("data.eval_content_images must be >= 0")
+        if self.data.eval_content_size < 8:
+            raise ConfigError(f"data.eval_content_size must be >= 8 pixels, got {self.data.eval_content_size}")
+        if len(self.data.eval_fashion_mnist_linear) != 2 or min(self.data.eval_fashion_mnist_linear) < 0:
+            raise ConfigError(
+                "data.eval_fashion_mnist_linear must be [training images, test images], each >= 0, "
+                f"got {self.data.eval_fashion_mnist_linear}"
+            )
         for key in ("content_batch_size", "motion_batch_size"):
             if getattr(self.data, key) < 1:
                 raise ConfigError(f"data.{key} must be >= 1")

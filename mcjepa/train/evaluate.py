@@ -50,6 +50,7 @@ def run_content_knn(
         seed=cfg.run.seed,
         fashion_mnist_root=d.eval_fashion_mnist_root,
         fashion_mnist_linear=tuple(d.eval_fashion_mnist_linear),
+        image_size=d.eval_content_size,
     )
 
 
