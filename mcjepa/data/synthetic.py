@@ -14,7 +14,7 @@ continuous layer coordinates (no resampling blur), and the ground truth follows 
 * ``occlusion`` (1, H, W), bool: True where the frame-1 pixel is not visible in frame 2, because
   a layer above it covers its new position or because it left the frame.
 
-Everything is deterministic given the seed (numpy ``default_rng``) and vectorised. The ground
+Everything is deterministic given its seed (numpy ``default_rng``) and vectorised. The ground
 truth is for evaluation only; training uses the images.
 """
 
