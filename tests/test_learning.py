@@ -126,10 +126,9 @@ FMNIST_SHORT = [
 ]
 
 
-# measured margins over the initial encoder: +0.058, +0.038, +0.027 (seeds 0-2, one thread), +0.050
-# (seed 0, two threads; raw
-# pixels 0.790 on the same 5,000 / 2,000 images at 32 px; `python -m benchmarks.learning_spread
-# --test fashion-mnist`); an encoder that does not learn scores +0
+# measured margins over the initial encoder: +0.058, +0.038, +0.027 (seeds 0-2, one thread) and
+# +0.050 (seed 0, two threads); raw pixels 0.790 on the same 5,000 / 2,000 images at 32 px
+# (`python -m benchmarks.learning_spread --test fashion-mnist`). An encoder that does not learn: +0.
 FMNIST_MARGIN = 0.01
 
 
