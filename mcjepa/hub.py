@@ -33,7 +33,7 @@ _ARGS = """
 
 
 def _encoder(name: str, pretrained: bool | None, weights: Any, kwargs: dict[str, Any]) -> ConvNeXtPyramid:
-    kwargs.setdefault("warn_stacklevel", 3)
+    kwargs.setdefault("warn_stacklevel", 4)  # user -> entry point -> _encoder -> create_model
     model = create_model(name, pretrained, weights, components="encoder", **kwargs)
     encoder = model.encoder
     encoder.release_name, encoder.weights_description = model.release_name, model.weights_description
@@ -41,7 +41,7 @@ def _encoder(name: str, pretrained: bool | None, weights: Any, kwargs: dict[str,
 
 
 def _flow(name: str, pretrained: bool | None, weights: Any, kwargs: dict[str, Any]) -> MCJEPA:
-    kwargs.setdefault("warn_stacklevel", 3)
+    kwargs.setdefault("warn_stacklevel", 4)  # user -> entry point -> _flow -> create_model
     return create_model(name, pretrained, weights, components="flow", **kwargs)
 
 

@@ -57,10 +57,13 @@ def _variant_of_name(name: str) -> str | None:
 
 def _entries() -> dict[str, ModelEntry]:
     """Every registry entry, read afresh from the variants and the manifest (it may change on disk)."""
-    from mcjepa.release import load_manifest
+    from mcjepa.release.manifest import _visible_manifests
 
+    models: dict[str, dict] = {}
+    for manifest in reversed(_visible_manifests()):  # $MCJEPA_MANIFEST's entries win over the packaged ones
+        models.update(manifest["models"])
     releases: dict[str, ModelEntry] = {}
-    for key, item in load_manifest()["models"].items():
+    for key, item in models.items():
         variant = item.get("variant") or _variant_of_name((item.get("config") or {}).get("name", ""))
         if variant not in MODEL_VARIANTS:
             continue  # a manifest entry for an architecture this version cannot build

@@ -136,3 +136,19 @@ def test_pretrained_paper_model_through_the_hub_says_nothing_is_published(name):
         torch.hub.load(REPO_DIR, name, source="local", pretrained=True)
     with pytest.raises(ValueError, match="both name weights to load"):
         torch.hub.load(REPO_DIR, name, source="local", pretrained=True, weights="x")
+
+
+def test_registry_sees_the_packaged_releases_beside_a_user_manifest(tmp_path, monkeypatch):
+    user = tmp_path / "weights_manifest.json"
+    user.write_text('{"format_version": 1, "note": "a user manifest", "models": {}}')
+    monkeypatch.setenv("MCJEPA_MANIFEST", str(user))
+    assert "mcjepa_small_real" in mcjepa.list_models(pretrained=True)
+    assert mcjepa.create_model("mcjepa_small").release_name == "mcjepa_small_real"
+
+
+def test_hub_untrained_warning_points_at_the_caller():
+    from mcjepa.hub import mcjepa_small
+
+    with pytest.warns(UserWarning, match="randomly initialised") as record:
+        mcjepa_small(pretrained=False)
+    assert record[0].filename == __file__

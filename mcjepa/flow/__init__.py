@@ -180,14 +180,14 @@ def estimate(
         raise TypeError(f"model must be an MCJEPA from mcjepa.flow.load(), got {describe_type(model)}")
     elif isinstance(model, ConvNeXtPyramid) or (isinstance(model, MCJEPA) and model.flow_head is None):
         what = (
-            "a ConvNeXtPyramid, the encoder alone (torch.hub's 'mcjepa_convnext_t')"
+            "a ConvNeXtPyramid, the encoder alone (torch.hub's 'mcjepa_small' or 'mcjepa_convnext_t')"
             if isinstance(model, ConvNeXtPyramid)
             else "an MCJEPA without a flow head (loaded with components=('encoder',))"
         )
         raise TypeError(
             f"flow.estimate needs a model with a flow head, got {what}, which only computes features. "
             "Load encoder + flow head with flow.load(weights=...) or "
-            "torch.hub.load(..., 'mcjepa_convnext_t_flow', weights=...), from a release holding flow_head.safetensors."
+            "torch.hub.load(..., 'mcjepa_small_flow') / 'mcjepa_convnext_t_flow', from a release holding flow_head.safetensors."
         )
     if device is not None:
         model.to(device)

@@ -6,7 +6,7 @@ manifest entry with ``"status": "bundled"`` and ``"path": "<name>"`` that gives 
 and size. It is read from the installed package, never from the network (``MCJEPA_OFFLINE=1``
 changes nothing), and verified against the entry like any release. :data:`DEFAULT_MODEL` is the
 model that ``mcjepa.flow.load()`` (no weights), ``mcjepa-flow`` (no ``--weights``) and the
-``mcjepa_small`` hub entry load. ``python -m mcjepa.cli.bundle`` puts a release there.
+``mcjepa_small`` / ``mcjepa_small_flow`` hub entries load. ``python -m mcjepa.cli.bundle`` puts a release there.
 
 ``$MCJEPA_BUNDLED_DIR`` replaces the package's ``bundled/`` folder (tests point it at a temporary one);
 files are still checked against the manifest entry.

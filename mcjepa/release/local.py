@@ -86,9 +86,7 @@ def resolve_single_file(
         try:
             config = ModelConfig.from_dict(json.loads(meta["mcjepa.config"]))
         except (ValueError, TypeError) as exc:
-            raise WeightsIntegrityError(
-                f"{path}: its mcjepa.architecture metadata is not a valid config: {exc}"
-            ) from None
+            raise WeightsIntegrityError(f"{path}: its mcjepa.config metadata is not a valid config: {exc}") from None
     prefixes = {c: f"{c}." for c in COMPONENTS if any(k.startswith(f"{c}.") for k in keys)}
     if prefixes and all(any(k.startswith(p) for p in prefixes.values()) for k in keys):
         comps = list(prefixes)
